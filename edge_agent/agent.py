@@ -1,0 +1,359 @@
+"""The agent's event loop: MQTT session, command handling, supervision, reports.
+
+    broker ──cmd──▶ handle_command ──▶ LocalState (disk) ──▶ supervise ──▶ Runtime
+    Runtime ──list──▶ supervise ──events──▶ broker
+    HostProbe + Runtime ──▶ report_capacity (retained, every interval and on change)
+
+The supervisor works from local state only, so it keeps workloads running
+(and restarts them per their restart policy) with no broker or controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError, RuntimeAdapterError
+from cloud_adapters.runtime import InstanceSpec, InstanceState, InstanceStatus, PortSpec, Runtime
+from edge_agent.capacity import HostProbe, host_arch, host_os
+from edge_agent.commands import LocalSlot, Verdict, Want, answer
+from edge_agent.config import AgentConfig
+from edge_agent.state import LocalState
+from federation import wire
+from federation.bus import Bus, Will, new_epoch
+
+log = logging.getLogger("edgefed.agent")
+VERSION = "0.1.0"
+RESTART_BACKOFF_MAX = 60.0
+
+
+@dataclass
+class Restarts:
+    count: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class Counters:
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, topic: str, reason: str) -> None:
+        self.rejected[reason.split(":")[0]] = self.rejected.get(reason.split(":")[0], 0) + 1
+        log.warning("refused message on %s: %s", topic, reason)
+
+
+def make_runtime(config: AgentConfig) -> Runtime:
+    choice = config.runtime
+    if choice in ("auto", "docker"):
+        from cloud_adapters.docker_runtime import DockerRuntime, docker_available
+
+        if docker_available():
+            return DockerRuntime(config.node)
+        if choice == "docker":
+            log.warning("the docker engine does not answer; instances will fail until it does")
+            return DockerRuntime(config.node)
+        log.warning("no docker engine answers: using the process runtime "
+                    "(instances run as plain processes; cpu/memory limits are not enforced)")
+    from cloud_adapters.process_runtime import ProcessRuntime
+
+    return ProcessRuntime(config.node, config.state_dir / "process")
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, runtime: Runtime) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.topics = wire.Topics(config.topic_root)
+        self.epoch = new_epoch()
+        self.seq = 0
+        self.state = LocalState(config.state_dir)
+        self.slots: dict[tuple[str, int], LocalSlot] = self.state.all()
+        self.probe = HostProbe(config.state_dir, config.cpu_millis, config.memory_bytes)
+        self.instances: list[InstanceStatus] = []
+        self.reported: dict[tuple[str, int, int], tuple[str, int | None]] = {}
+        self.restarts: dict[tuple[str, int], Restarts] = {}
+        self.images: tuple[str, ...] = ()
+        self.counters = Counters()
+        self.wake = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.bus: Bus | None = None
+
+    # -- envelopes -------------------------------------------------------------
+
+    def _encode(self, schema: str, body: wire.Body) -> bytes:
+        self.seq += 1
+        return wire.encode(schema, body, sender=self.config.node, epoch=self.epoch,
+                           seq=self.seq, sent_at=time.time())
+
+    def _presence(self, state: wire.PresenceState) -> bytes:
+        return self._encode(wire.SCHEMA_PRESENCE, wire.Presence(
+            state=state, site=self.config.site, agent_version=VERSION))
+
+    def _publish_event(self, event: wire.Event) -> None:
+        assert self.bus is not None
+        self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.EVENTS),
+                         self._encode(wire.SCHEMA_EVENT, event))
+
+    # -- main ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        node = self.config.node
+        self.bus = Bus(
+            self.config.broker,
+            client_id=f"edgefed-agent-{node}",
+            subscriptions=[(self.topics.node(node, wire.NodeTopic.CMD), 1)],
+            # Built at every connect, so the will carries this connection's seq.
+            will=lambda: Will(self.topics.node(node, wire.NodeTopic.PRESENCE),
+                              self._presence(wire.PresenceState.OFFLINE)),
+        )
+        log.info("agent %s (site %s) starting: runtime %s, state in %s, %d slot(s) on disk",
+                 node, self.config.site, self.runtime.name, self.config.state_dir, len(self.slots))
+        tasks = [
+            asyncio.create_task(self.bus.run(self._on_connect), name="bus"),
+            asyncio.create_task(self._handle_messages(), name="commands"),
+            asyncio.create_task(self._supervise_loop(), name="supervise"),
+            asyncio.create_task(self._report_loop(), name="report"),
+        ]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                log.error("task %s failed: %r", task.get_name(), task.exception())
+        log.info("agent %s stopping; instances keep running", node)
+        await self.bus.close(final=(self.topics.node(node, wire.NodeTopic.PRESENCE),
+                                    self._presence(wire.PresenceState.OFFLINE)))
+        for task in [waiter, *tasks]:
+            task.cancel()
+        await asyncio.gather(waiter, *tasks, return_exceptions=True)
+        await self.runtime.close()
+        self.state.close()
+
+    async def _on_connect(self) -> None:
+        assert self.bus is not None
+        self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.PRESENCE),
+                         self._presence(wire.PresenceState.ONLINE), retain=True)
+        self.changed.set()
+
+    # -- commands --------------------------------------------------------------
+
+    async def _handle_messages(self) -> None:
+        assert self.bus is not None
+        while True:
+            incoming = await self.bus.messages.get()
+            try:
+                _, message = wire.decode_from_topic(self.topics, incoming.topic, incoming.payload)
+            except wire.Refused as exc:
+                self.counters.refuse(incoming.topic, exc.reason)
+                continue
+            if isinstance(message.body, wire.Command):
+                await self._handle_command(message.body, message.sender)
+
+    async def _handle_command(self, cmd: wire.Command, sender: str) -> None:
+        name = f"{cmd.deployment}/{cmd.slot}"
+        if cmd.op is wire.CommandOp.LOGS:
+            await self._reply_logs(cmd)
+            return
+        reply = answer(cmd, self.slots.get((cmd.deployment, cmd.slot)))
+        if reply.verdict is Verdict.REJECT:
+            log.warning("refused %s %s generation %d from %s: %s",
+                        cmd.op.value, name, cmd.generation, sender, reply.reason)
+            self._publish_event(wire.Event(type=wire.EventType.REJECT, command_id=cmd.command_id,
+                                           reason=reply.reason))
+            return
+        if reply.verdict is Verdict.ACCEPT and reply.slot is not None:
+            # Persist before acknowledging: an acked command survives a crash.
+            self.state.put(reply.slot)
+            self.slots[(cmd.deployment, cmd.slot)] = reply.slot
+            self.restarts.pop((cmd.deployment, cmd.slot), None)
+            log.info("accepted %s %s generation %d", cmd.op.value, name, cmd.generation)
+            self.wake.set()
+        self._publish_event(wire.Event(type=wire.EventType.ACK, command_id=cmd.command_id,
+                                       duplicate=reply.verdict is Verdict.DUPLICATE,
+                                       reason=reply.reason))
+
+    async def _reply_logs(self, cmd: wire.Command) -> None:
+        mine = [i for i in self.instances if (i.deployment, i.slot) == (cmd.deployment, cmd.slot)]
+        if not mine:
+            self._publish_event(wire.Event(type=wire.EventType.REJECT, command_id=cmd.command_id,
+                                           reason=f"no instance of {cmd.deployment}/{cmd.slot} "
+                                           f"on {self.config.node}"))
+            return
+        newest = max(mine, key=lambda i: i.generation)
+        try:
+            text = await self.runtime.logs(newest.runtime_id, tail=cmd.tail)
+        except RuntimeAdapterError as exc:
+            self._publish_event(wire.Event(type=wire.EventType.REJECT, command_id=cmd.command_id,
+                                           reason=f"cannot read logs: {exc}"))
+            return
+        limit = wire.MAX_PAYLOAD // 2
+        if len(text.encode()) > limit:
+            text = text.encode()[-limit:].decode(errors="replace")
+        self._publish_event(wire.Event(type=wire.EventType.LOGS, command_id=cmd.command_id,
+                                       logs=text))
+
+    # -- supervision -----------------------------------------------------------
+
+    async def _supervise_loop(self) -> None:
+        while True:
+            try:
+                await self.supervise()
+            except RuntimeAdapterError as exc:
+                log.warning("runtime unavailable: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=2.0)
+            self.wake.clear()
+
+    async def supervise(self) -> None:
+        """Make the runtime match local state, once."""
+        now = time.time()
+        by_slot: dict[tuple[str, int], list[InstanceStatus]] = {}
+        for inst in await self.runtime.list():
+            by_slot.setdefault((inst.deployment, inst.slot), []).append(inst)
+        for key, insts in by_slot.items():
+            if key not in self.slots:
+                # Not ours on disk (state lost?): adopt it as it is; the controller decides.
+                newest = max(insts, key=lambda i: i.generation)
+                log.info("adopting %s/%d generation %d found in the runtime",
+                         key[0], key[1], newest.generation)
+                self.slots[key] = LocalSlot(deployment=key[0], slot=key[1],
+                                            generation=newest.generation,
+                                            revision=newest.revision, want=Want.RUN)
+                self.state.put(self.slots[key])
+        for key, slot in self.slots.items():
+            for inst in by_slot.get(key, []):
+                if inst.generation < slot.generation or slot.want is Want.STOP:
+                    await self._stop(inst, f"superseded by generation {slot.generation}"
+                                     if slot.want is Want.RUN else "stopped by the controller")
+            if slot.want is Want.RUN:
+                current = [i for i in by_slot.get(key, []) if i.generation == slot.generation]
+                await self._keep_running(slot, current[0] if current else None, now)
+        self.instances = await self.runtime.list()
+        self._report_changes()
+
+    async def _stop(self, inst: InstanceStatus, why: str) -> None:
+        log.info("stopping %s/%d generation %d: %s", inst.deployment, inst.slot,
+                 inst.generation, why)
+        with contextlib.suppress(InstanceNotFound):
+            await self.runtime.stop(inst.runtime_id)
+        self._publish_instance(inst, InstanceState.STOPPED, reason=why)
+
+    async def _keep_running(self, slot: LocalSlot, inst: InstanceStatus | None, now: float) -> None:
+        if inst is not None and inst.state in (InstanceState.RUNNING, InstanceState.STARTING):
+            return
+        if slot.workload is None:
+            return  # adopted without a spec: nothing to restart it from
+        policy = slot.workload.restart_policy
+        if inst is not None:
+            exited_ok = inst.state is InstanceState.EXITED and inst.exit_code == 0
+            if policy == "Never" or (policy == "OnFailure" and exited_ok):
+                return
+        backoff = self.restarts.setdefault((slot.deployment, slot.slot), Restarts())
+        if now < backoff.not_before:
+            return
+        if inst is not None:
+            with contextlib.suppress(InstanceNotFound):
+                await self.runtime.stop(inst.runtime_id, grace=0)
+            backoff.count += 1
+            log.info("restarting %s (exit %s), restart #%d", slot.name, inst.exit_code,
+                     backoff.count)
+        backoff.not_before = now + min(2.0 ** backoff.count, RESTART_BACKOFF_MAX)
+        try:
+            await self.runtime.start(self._spec(slot))
+        except PermanentRuntimeError as exc:
+            log.warning("cannot start %s: %s", slot.name, exc)
+            self._publish_failed(slot, str(exc))
+
+    def _identity_env(self, slot: LocalSlot) -> dict[str, str]:
+        """Where an instance runs, as its environment (like Nomad's NOMAD_ALLOC_INDEX)."""
+        return {"EDGEFED_NODE": self.config.node, "EDGEFED_SITE": self.config.site,
+                "EDGEFED_DEPLOYMENT": slot.deployment, "EDGEFED_SLOT": str(slot.slot),
+                "EDGEFED_GENERATION": str(slot.generation)}
+
+    def _spec(self, slot: LocalSlot) -> InstanceSpec:
+        w = slot.workload
+        assert w is not None
+        return InstanceSpec(
+            deployment=slot.deployment, slot=slot.slot, generation=slot.generation,
+            revision=slot.revision, node=self.config.node, image=w.image, command=w.command,
+            args=w.args, env={**self._identity_env(slot), **w.env}, cpu_millis=w.cpu_millis, memory_bytes=w.memory_bytes,
+            ports=tuple(PortSpec(container_port=p.container_port, host_port=p.host_port,
+                                 protocol=p.protocol) for p in w.ports),
+            labels=dict(self.config.container_labels),
+        )
+
+    # -- reporting -------------------------------------------------------------
+
+    def _report(self, deployment: str, slot: int, generation: int, revision: int, state: str,
+                *, exit_code: int | None = None, reason: str = "") -> wire.InstanceReport:
+        local = self.slots.get((deployment, slot))
+        w = local.workload if local else None
+        return wire.InstanceReport(
+            deployment=deployment, slot=slot, generation=generation, revision=revision,
+            state=state, exit_code=exit_code, reason=reason,
+            cpu_millis=w.cpu_millis if w else 0, memory_bytes=w.memory_bytes if w else 0,
+            restarts=self.restarts.get((deployment, slot), Restarts()).count)
+
+    def _publish_instance(self, inst: InstanceStatus, state: InstanceState, reason: str) -> None:
+        key = (inst.deployment, inst.slot, inst.generation)
+        self.reported[key] = (state.value, inst.exit_code)
+        self._publish_event(wire.Event(type=wire.EventType.INSTANCE, instance=self._report(
+            inst.deployment, inst.slot, inst.generation, inst.revision, state.value,
+            exit_code=inst.exit_code, reason=reason)))
+        self.changed.set()
+
+    def _publish_failed(self, slot: LocalSlot, reason: str) -> None:
+        key = (slot.deployment, slot.slot, slot.generation)
+        if self.reported.get(key) == (InstanceState.FAILED.value, None):
+            return
+        self.reported[key] = (InstanceState.FAILED.value, None)
+        self._publish_event(wire.Event(type=wire.EventType.INSTANCE, instance=self._report(
+            slot.deployment, slot.slot, slot.generation, slot.revision,
+            InstanceState.FAILED.value, reason=reason)))
+        self.changed.set()
+
+    def _report_changes(self) -> None:
+        for inst in self.instances:
+            key = (inst.deployment, inst.slot, inst.generation)
+            if self.reported.get(key) != (inst.state.value, inst.exit_code):
+                self._publish_instance(inst, inst.state, inst.reason)
+
+    def capacity(self) -> wire.Capacity:
+        used_cpu = used_mem = 0
+        for slot in self.slots.values():
+            if slot.want is Want.RUN and slot.workload is not None:
+                used_cpu += slot.workload.cpu_millis
+                used_mem += slot.workload.memory_bytes
+        reports = tuple(self._report(i.deployment, i.slot, i.generation, i.revision, i.state.value,
+                                     exit_code=i.exit_code, reason=i.reason)
+                        for i in self.instances)
+        return wire.Capacity(
+            site=self.config.site, arch=host_arch(), os=host_os(), runtime=self.runtime.name,
+            labels=self.config.labels, allocatable=self.probe.allocatable(),
+            used=wire.Resources(cpu_millis=used_cpu, memory_bytes=used_mem, disk_bytes=0),
+            images=self.images, instances=reports, interval=self.config.report_interval,
+        )
+
+    async def _report_loop(self) -> None:
+        assert self.bus is not None
+        last_images = 0.0
+        while True:
+            await self.bus.connected.wait()
+            if time.monotonic() - last_images > 30:
+                try:
+                    self.images = tuple(await self.runtime.images())
+                    last_images = time.monotonic()
+                except RuntimeAdapterError as exc:
+                    log.warning("cannot list images: %s", exc)
+            self.changed.clear()
+            self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.CAPACITY),
+                             self._encode(wire.SCHEMA_CAPACITY, self.capacity()), retain=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=self.config.report_interval)

@@ -1,0 +1,143 @@
+"""Agent settings from flags (`edgefed agent ...`) or a YAML file
+(`edgefed-agent --config agent.yaml`); the two spell the same things."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from federation.wire import DEFAULT_ROOT, NODE_ID_RE, ROOT_RE
+from policies.quantity import QuantityError, parse_cpu, parse_memory
+
+RUNTIMES = ("auto", "docker", "process")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    broker: str
+    site: str
+    node: str
+    labels: dict[str, str] = field(default_factory=dict)
+    runtime: str = "auto"
+    state_dir: Path = Path("/var/lib/edgefed")
+    topic_root: str = DEFAULT_ROOT
+    container_labels: dict[str, str] = field(default_factory=dict)
+    report_interval: float = 5.0
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for what, value in (("node", self.node), ("site", self.site)):
+            if not NODE_ID_RE.match(value):
+                raise ConfigError(f"{what} {value!r}: use letters, digits, '.', '_' or '-' "
+                                  "(at most 63 characters)")
+        if not ROOT_RE.match(self.topic_root):
+            raise ConfigError(f"topic root {self.topic_root!r} is not valid")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        if not 0.2 <= self.report_interval <= 300:
+            raise ConfigError("report interval must be between 0.2 and 300 seconds")
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` -> dict; a bare ``k`` is refused."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"label {item!r} must be written key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file with the settings below")
+    parser.add_argument("--broker", help="mqtt://HOST:PORT (comma-separated list to fail over)")
+    parser.add_argument("--site", help="site this node belongs to, e.g. factory-berlin")
+    parser.add_argument("--node", help="node id, unique in the federation (default: hostname)")
+    parser.add_argument("--labels", help="node labels, k=v,k2=v2 (e.g. region=eu,tier=edge)")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        help="where instances run (default auto: docker if the engine answers)")
+    parser.add_argument("--state-dir", type=Path, help="local state (default /var/lib/edgefed)")
+    parser.add_argument("--container-label", action="append", default=[], metavar="K=V",
+                        help="extra label on every container this agent creates (repeatable)")
+    parser.add_argument("--report-interval", type=float,
+                        help="seconds between capacity reports (default 5)")
+    parser.add_argument("--cpu", help="allocatable cpu, e.g. 2 or 1500m (default: all cores)")
+    parser.add_argument("--memory", help="allocatable memory, e.g. 2Gi (default: all memory)")
+
+
+def from_args(args: argparse.Namespace) -> AgentConfig:
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        settings = load_yaml(args.config)
+    flags = {
+        "broker": args.broker, "site": args.site, "node": args.node, "runtime": args.runtime,
+        "state_dir": args.state_dir, "report_interval": args.report_interval,
+    }
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if args.labels is not None:
+        settings["labels"] = parse_labels(args.labels)
+    if args.container_label:
+        settings["container_labels"] = parse_labels(",".join(args.container_label))
+    try:
+        if args.cpu is not None:
+            settings["cpu_millis"] = parse_cpu(args.cpu)
+        if args.memory is not None:
+            settings["memory_bytes"] = parse_memory(args.memory)
+    except QuantityError as exc:
+        raise ConfigError(str(exc)) from None
+    settings.setdefault("node", socket.gethostname().split(".")[0])
+    settings.setdefault("topic_root", os.environ.get("EDGEFED_TOPIC_ROOT", DEFAULT_ROOT))
+    for required in ("broker", "site"):
+        if not settings.get(required):
+            raise ConfigError(f"--{required} is required (or `{required}:` in --config)")
+    if "state_dir" in settings:
+        settings["state_dir"] = Path(settings["state_dir"])
+    return AgentConfig(**settings)
+
+
+_YAML_KEYS = {"broker", "site", "node", "labels", "runtime", "state_dir", "topic_root",
+              "container_labels", "report_interval", "cpu", "memory"}
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    unknown = set(raw) - _YAML_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
+                          f"known: {', '.join(sorted(_YAML_KEYS))}")
+    out = dict(raw)
+    for key in ("labels", "container_labels"):
+        if key in out and not isinstance(out[key], dict):
+            raise ConfigError(f"{path}: {key} must be a mapping")
+        if key in out:
+            out[key] = {str(k): str(v) for k, v in out[key].items()}
+    try:
+        if "cpu" in out:
+            out["cpu_millis"] = parse_cpu(out.pop("cpu"))
+        if "memory" in out:
+            out["memory_bytes"] = parse_memory(out.pop("memory"))
+    except QuantityError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return out

@@ -1,0 +1,243 @@
+"""REST API under /api/v1 (aiohttp): JSON in, JSON out, errors as {"error": ...}."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from federation.controller import Controller
+from federation.planning import dry_run
+from policies.errors import PolicyError
+from policies.model import Deployment, deployment_from_document, deployment_to_document
+
+CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
+MAX_BODY = 1024 * 1024
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f'{{"error": "body is not JSON: {exc}"}}',
+                                 content_type="application/json") from None
+
+
+def _parse(document: Any) -> Deployment | web.Response:
+    try:
+        return deployment_from_document(document)
+    except PolicyError as exc:
+        return _error(422, "invalid deployment", problems=[p.to_dict() for p in exc.problems])
+
+
+def _controller(request: web.Request) -> Controller:
+    return request.app[CONTROLLER]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    c = _controller(request)
+    connected = c.bus is not None and c.bus.connected.is_set()
+    return web.json_response({"status": "ok", "broker_connected": connected,
+                              "rejected_messages": dict(c.rejected)})
+
+
+async def get_nodes(request: web.Request) -> web.Response:
+    c = _controller(request)
+    now = time.time()
+    items = []
+    for node in sorted(c.inventory.nodes.values(), key=lambda n: (n.site, n.name)):
+        cap = node.capacity
+        zero = {"cpu_millis": 0, "memory_bytes": 0, "disk_bytes": 0}
+        items.append({
+            "name": node.name, "site": node.site, "state": node.state.value,
+            "online": node.online, "reason": node.reason, "epoch": node.epoch,
+            "arch": cap.arch if cap else "", "os": cap.os if cap else "",
+            "runtime": cap.runtime if cap else "", "labels": node.labels,
+            "allocatable": _res(cap.allocatable) if cap else zero,
+            "used": _res(cap.used) if cap else zero,
+            "instances": len(node.instances), "images": list(cap.images) if cap else [],
+            "last_seen_seconds": round(now - node.last_seen, 1),
+        })
+    return web.json_response({"items": items})
+
+
+def _res(r: Any) -> dict[str, int]:
+    return {"cpu_millis": r.cpu_millis, "memory_bytes": r.memory_bytes,
+            "disk_bytes": r.disk_bytes}
+
+
+async def get_sites(request: web.Request) -> web.Response:
+    c = _controller(request)
+    items = [{"name": s.name, "labels": dict(s.labels), "nodes": list(s.nodes), "ready": s.ready}
+             for s in c.inventory.sites()]
+    return web.json_response({"items": items})
+
+
+def _deployment_item(c: Controller, name: str) -> dict[str, Any]:
+    record = c.deployments[name]
+    spec = record.spec
+    return {
+        "name": name, "replicas": spec.replicas, "running": c.live_instances(name),
+        "placed": sum(1 for (d, _), s in c.slots.items() if d == name and s.node),
+        "revision": record.revision, "image": spec.container.image,
+        "strategy": spec.placement.strategy, "deleted": record.deleted,
+    }
+
+
+async def get_deployments(request: web.Request) -> web.Response:
+    c = _controller(request)
+    return web.json_response({"items": [_deployment_item(c, n) for n in sorted(c.deployments)]})
+
+
+def _pods(c: Controller, deployment: str | None = None) -> list[dict[str, Any]]:
+    now = time.time()
+    items = []
+    for (dep, index), slot in sorted(c.slots.items()):
+        if deployment is not None and dep != deployment:
+            continue
+        node = c.inventory.nodes.get(slot.node) if slot.node else None
+        inst = c.instances.get((slot.node, dep, index)) if slot.node else None
+        current = inst is not None and inst.generation == slot.generation
+        if slot.node is None:
+            state = "Pending"
+        elif not current:
+            state = "Scheduled"
+        else:
+            assert inst is not None
+            state = inst.state.capitalize()
+        if node is not None and node.state.value != "Ready" and slot.node:
+            state = f"{state} (node {node.state.value})"
+        items.append({
+            "deployment": dep, "slot": index, "name": f"{dep}/{index}", "node": slot.node,
+            "site": node.site if node else None, "state": state,
+            "generation": slot.generation, "revision": slot.revision,
+            "restarts": inst.restarts if inst and current else 0,
+            "exit_code": inst.exit_code if inst and current else None,
+            "reason": (inst.reason if inst and current else "") or (
+                str((slot.explanation or {}).get("message", "")) if slot.node is None else ""),
+            "since_seconds": round(now - slot.assigned_at, 1) if slot.assigned_at else None,
+        })
+    return items
+
+
+async def get_pods(request: web.Request) -> web.Response:
+    return web.json_response({"items": _pods(_controller(request))})
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    c = _controller(request)
+    name = request.match_info["name"]
+    if name not in c.deployments:
+        return _error(404, f"deployment {name} not found")
+    record = c.deployments[name]
+    slots = []
+    for pod in _pods(c, name):
+        slot = c.slots[(name, pod["slot"])]
+        expl = slot.explanation or {}
+        slots.append({**pod, "slot": pod["name"], "why": expl.get("message", ""),
+                      "explanation": expl})
+    return web.json_response({
+        **_deployment_item(c, name), "document": deployment_to_document(record.spec),
+        "revisions": [{"revision": r, "applied_at": at} for r, at in c.store.revisions(name)],
+        "slots": slots, "events": c.store.events(name, limit=30),
+    })
+
+
+async def put_deployment(request: web.Request) -> web.Response:
+    c = _controller(request)
+    parsed = _parse(await _json_body(request))
+    if isinstance(parsed, web.Response):
+        return parsed
+    if parsed.name != request.match_info["name"]:
+        return _error(422, f"metadata.name {parsed.name!r} does not match the URL "
+                      f"{request.match_info['name']!r}")
+    allow_pending = request.query.get("allow_pending", "").lower() in ("1", "true", "yes")
+    if not allow_pending:
+        plan = dry_run(parsed, list(c.inventory.nodes.values()), c.slots,
+                       {n: d.spec for n, d in c.deployments.items()})
+        stuck = [p for p in plan if p.node is None]
+        if stuck:
+            return _error(409, f"{len(stuck)} of {parsed.replicas} replica(s) of {parsed.name} "
+                          "fit on no node; nothing was changed (use --allow-pending to accept "
+                          "it anyway)",
+                          unschedulable=[{"slot": f"{parsed.name}/{p.slot}", "message": p.message}
+                                         for p in stuck])
+    record, changed = c.apply(parsed)
+    return web.json_response({"name": parsed.name, "revision": record.revision,
+                              "changed": changed})
+
+
+async def delete_deployment(request: web.Request) -> web.Response:
+    c = _controller(request)
+    name = request.match_info["name"]
+    if not c.delete(name):
+        return _error(404, f"deployment {name} not found")
+    return web.json_response({"name": name, "deleted": True})
+
+
+async def plan(request: web.Request) -> web.Response:
+    c = _controller(request)
+    body = await _json_body(request)
+    documents = body.get("documents") if isinstance(body, dict) else None
+    if not isinstance(documents, list):
+        return _error(422, 'expected {"documents": [...]}')
+    out = []
+    specs = {n: d.spec for n, d in c.deployments.items()}
+    for document in documents:
+        parsed = _parse(document)
+        if isinstance(parsed, web.Response):
+            return parsed
+        planned = dry_run(parsed, list(c.inventory.nodes.values()), c.slots, specs)
+        out.append({"name": parsed.name, "slots": [
+            {"slot": f"{parsed.name}/{p.slot}", "node": p.node, "site": p.site,
+             "message": p.message, "moves": p.moves} for p in planned]})
+    return web.json_response({"deployments": out})
+
+
+async def pod_logs(request: web.Request) -> web.Response:
+    c = _controller(request)
+    deployment = request.match_info["deployment"]
+    try:
+        slot = int(request.match_info["slot"])
+        tail = int(request.query.get("tail", "100"))
+    except ValueError:
+        return _error(400, "slot and tail must be integers")
+    try:
+        event = await c.logs(deployment, slot, max(1, min(tail, 10_000)))
+    except LookupError as exc:
+        return _error(404, str(exc))
+    except TimeoutError:
+        return _error(504, f"the agent running {deployment}/{slot} did not answer within 10 s")
+    if event.type.value == "reject":
+        return _error(404, event.reason)
+    return web.json_response({"logs": event.logs})
+
+
+def make_app(controller: Controller) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[CONTROLLER] = controller
+    app.add_routes([
+        web.get("/api/v1/healthz", healthz),
+        web.get("/api/v1/nodes", get_nodes),
+        web.get("/api/v1/sites", get_sites),
+        web.get("/api/v1/deployments", get_deployments),
+        web.get("/api/v1/deployments/{name}", get_deployment),
+        web.put("/api/v1/deployments/{name}", put_deployment),
+        web.delete("/api/v1/deployments/{name}", delete_deployment),
+        web.get("/api/v1/pods", get_pods),
+        web.get("/api/v1/pods/{deployment}/{slot}/logs", pod_logs),
+        web.post("/api/v1/plan", plan),
+    ])
+    return app
+
+
+async def serve_api(controller: Controller, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(make_app(controller), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

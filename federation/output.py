@@ -1,0 +1,366 @@
+"""What the command line prints: tables, descriptions, JSON and YAML.
+
+Every function here is pure: it takes the controller's JSON (and ``now`` or a
+width where they matter) and returns the text to print, so the rendering is
+tested without a controller or a terminal. ``rich`` and ``yaml`` are imported
+only by the formats that need them; ``-o json`` stays as cheap as it can.
+
+``-o json`` and ``-o yaml`` are a stable interface (scripts parse them): they
+print the controller's items unchanged, with sorted keys.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from policies.quantity import format_cpu, human_memory
+
+FORMATS = ("table", "wide", "json", "yaml")
+KINDS = ("nodes", "sites", "deployments", "pods")
+_ALIASES = {
+    "node": "nodes", "no": "nodes",
+    "site": "sites",
+    "deployment": "deployments", "deploy": "deployments",
+    "pod": "pods", "po": "pods",
+}
+NONE = "<none>"
+UNKNOWN_AGE = "<unknown>"
+# Wide enough that a `get` table never wraps: like kubectl, long rows stay one
+# line each so that grep and awk keep working.
+_NO_WRAP_WIDTH = 100_000
+# Below this a describe table cannot show its columns side by side usefully.
+MIN_WIDTH = 60
+
+Item = Mapping[str, Any]
+Row = Sequence[str]
+
+
+def resource_kind(text: str) -> str:
+    """``po`` -> ``pods``; raises ValueError naming the accepted kinds."""
+    kind = text.lower()
+    if kind in KINDS:
+        return kind
+    if kind in _ALIASES:
+        return _ALIASES[kind]
+    raise ValueError(f"unknown resource type {text!r} (expected one of: {', '.join(KINDS)})")
+
+
+# -- small formats --------------------------------------------------------------
+
+
+def format_age(seconds: float | None) -> str:
+    """``5s``, ``3m``, ``2h``, ``4d``: the largest whole unit, as kubectl shows ages."""
+    if seconds is None or not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return UNKNOWN_AGE
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def format_labels(labels: object) -> str:
+    if not isinstance(labels, Mapping) or not labels:
+        return NONE
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _text(value: object) -> str:
+    if value is None or value == "":
+        return NONE
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _pair(used: object, total: object, fmt: Any) -> str:
+    u, t = _int(used), _int(total)
+    return f"{'?' if u is None else fmt(u)}/{'?' if t is None else fmt(t)}"
+
+
+def _resources(item: Item, key: str) -> Mapping[str, Any]:
+    value = item.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def pod_name(item: Item) -> str:
+    """``web/0``: the controller's name, else built from deployment and slot."""
+    name = item.get("name")
+    if isinstance(name, str) and name:
+        return name
+    return f"{item.get('deployment')}/{item.get('slot')}"
+
+
+# -- get ------------------------------------------------------------------------
+
+
+def select(kind: str, items: Iterable[Item], name: str | None) -> list[Item]:
+    """The items ``edgefed get KIND NAME`` shows; for pods NAME may also be a deployment."""
+    items = list(items)
+    if name is None:
+        return items
+    if kind != "pods":
+        return [i for i in items if i.get("name") == name]
+    return [
+        i for i in items
+        if name in (i.get("deployment"), pod_name(i), f"{i.get('deployment')}-{i.get('slot')}")
+    ]
+
+
+def table_rows(kind: str, items: Sequence[Item], *, wide: bool = False) -> tuple[Row, list[Row]]:
+    """Headers and rows of ``edgefed get KIND`` (``-o wide`` adds columns at the end)."""
+    headers, row = _TABLES[kind]
+    rows = [row(item, wide) for item in items]
+    if wide:
+        headers = (*headers, *_WIDE_HEADERS.get(kind, ()))
+    return headers, rows
+
+
+def _node_row(n: Item, wide: bool) -> Row:
+    used, alloc = _resources(n, "used"), _resources(n, "allocatable")
+    row = [
+        _text(n.get("name")), _text(n.get("site")), _text(n.get("state")),
+        _text(n.get("runtime")), _text(n.get("arch")),
+        _pair(used.get("cpu_millis"), alloc.get("cpu_millis"), format_cpu),
+        _pair(used.get("memory_bytes"), alloc.get("memory_bytes"), human_memory),
+        _text(n.get("instances")), format_age(n.get("last_seen_seconds")),
+    ]
+    if wide:
+        row += [format_labels(n.get("labels")), _text(n.get("epoch")), _text(n.get("reason"))]
+    return row
+
+
+def _site_row(s: Item, wide: bool) -> Row:
+    nodes = s.get("nodes")
+    count = len(nodes) if isinstance(nodes, list) else nodes
+    return [_text(s.get("name")), _text(count), _text(s.get("ready")), format_labels(s.get("labels"))]
+
+
+def _deployment_row(d: Item, wide: bool) -> Row:
+    ready = f"{_text(d.get('running'))}/{_text(d.get('replicas'))}"
+    row = [_text(d.get("name")), ready, _text(d.get("revision")), _text(d.get("image")),
+           _text(d.get("strategy"))]
+    if wide:
+        row += [_text(d.get("placed")), _text(bool(d.get("deleted")))]
+    return row
+
+
+def _pod_row(p: Item, wide: bool) -> Row:
+    row = [
+        pod_name(p), _text(p.get("node")), _text(p.get("site")), _text(p.get("state")),
+        _text(p.get("generation")), _text(p.get("restarts")), format_age(p.get("since_seconds")),
+    ]
+    if wide:
+        row += [_text(p.get("revision")), _text(p.get("exit_code")), _text(p.get("reason"))]
+    return row
+
+
+_TABLES: dict[str, tuple[Row, Any]] = {
+    "nodes": (("NAME", "SITE", "STATE", "RUNTIME", "ARCH", "CPU", "MEMORY", "INSTANCES", "AGE"),
+              _node_row),
+    "sites": (("NAME", "NODES", "READY", "LABELS"), _site_row),
+    "deployments": (("NAME", "READY", "REVISION", "IMAGE", "STRATEGY"), _deployment_row),
+    "pods": (("NAME", "NODE", "SITE", "STATE", "GENERATION", "RESTARTS", "AGE"), _pod_row),
+}
+_WIDE_HEADERS: dict[str, Row] = {
+    "nodes": ("LABELS", "EPOCH", "REASON"),
+    "deployments": ("PLACED", "DELETING"),
+    "pods": ("REVISION", "EXIT", "REASON"),
+}
+
+
+def render_items(kind: str, items: Sequence[Item], fmt: str) -> str:
+    """The whole output of ``edgefed get KIND -o FMT`` for these items."""
+    if fmt in ("json", "yaml"):
+        return render_data(list(items), fmt)
+    headers, rows = table_rows(kind, items, wide=fmt == "wide")
+    return render_table(headers, rows)
+
+
+def render_data(data: Any, fmt: str) -> str:
+    """JSON or YAML with sorted keys: stable for scripts and diffs."""
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True))
+
+
+# -- tables ---------------------------------------------------------------------
+
+
+def render_table(
+    headers: Row, rows: Sequence[Row], *, width: int | None = None, fold: Iterable[str] = ()
+) -> str:
+    """A borderless table, kubectl style. Columns named in ``fold`` wrap at
+    word boundaries to fit ``width``; all others stay on one line. Without a
+    width nothing wraps."""
+    from rich.table import Table
+    from rich.text import Text
+
+    folding = set(fold)
+    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 3, 0, 0),
+                  header_style="", expand=False)
+    for header in headers:
+        if header in folding:
+            table.add_column(header, overflow="fold", min_width=20)
+        else:
+            table.add_column(header, no_wrap=True, overflow="ignore")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return _render(table, width or _NO_WRAP_WIDTH)
+
+
+def _render(renderable: Any, width: int) -> str:
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, force_terminal=False,
+                      markup=False, highlight=False, emoji=False, legacy_windows=False)
+    console.print(renderable)
+    return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "".join(prefix + line + "\n" if line else "\n" for line in text.splitlines())
+
+
+# -- plan -----------------------------------------------------------------------
+
+
+def render_plan(response: Mapping[str, Any], *, width: int) -> str:
+    """``edgefed plan``: where each slot would go and why (wrapped, never cut)."""
+    rows: list[Row] = []
+    for deployment in _list(response.get("deployments")):
+        for slot in _list(deployment.get("slots")):
+            rows.append([_text(slot.get("slot")), _text(slot.get("node")),
+                         _text(slot.get("site")), _text(slot.get("message"))])
+    return render_table(("SLOT", "NODE", "SITE", "WHY"), rows, width=max(width, MIN_WIDTH),
+                        fold=("WHY",))
+
+
+def _list(value: object) -> list[Item]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+# -- describe -------------------------------------------------------------------
+
+
+def describe_deployment(resp: Mapping[str, Any], *, now: float, width: int) -> str:
+    """``edgefed describe deployment``: the spec, then where each replica runs and why."""
+    width = max(width, MIN_WIDTH)
+    doc = resp.get("document") if isinstance(resp.get("document"), Mapping) else {}
+    meta = _mapping(doc, "metadata")
+    spec = _mapping(doc, "spec")
+    container = _mapping(spec, "container")
+    placement = _mapping(spec, "placement")
+    out = _fields([
+        ("Name", _text(resp.get("name"))),
+        ("Revision", _text(resp.get("revision"))),
+        ("Replicas", f"{_text(resp.get('replicas'))} desired, {_text(resp.get('running'))} running"),
+        ("Labels", format_labels(meta.get("labels"))),
+        ("Restart policy", _text(spec.get("restartPolicy") or "Always")),
+    ])
+    out += "Container:\n" + _indent(_fields(_container_fields(container)))
+    out += "Placement:\n" + _indent(_fields([
+        ("Strategy", _text(placement.get("strategy") or "two-phase")),
+        ("Node selector", format_selector(placement.get("nodeSelector"))),
+        ("Site selector", format_selector(placement.get("siteSelector"))),
+        ("Weights", format_labels(placement.get("weights"))),
+    ]))
+    out += _section("Slots", _replica_table(_list(resp.get("slots")), width - 2))
+    out += _section("Events", _event_table(_list(resp.get("events")), now, width - 2))
+    return out
+
+
+def _mapping(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = doc.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> str:
+    pad = max(len(label) for label, _ in pairs) + 2
+    return "".join(f"{label + ':':<{pad}}{value}\n" for label, value in pairs)
+
+
+def _section(title: str, table: str) -> str:
+    return f"{title}:" + ("\n" + _indent(table) if table else f"  {NONE}\n")
+
+
+def _container_fields(c: Mapping[str, Any]) -> list[tuple[str, str]]:
+    res = c.get("resources") if isinstance(c.get("resources"), Mapping) else {}
+    resources = ", ".join(f"{k} {res[k]}" for k in ("cpu", "memory") if k in res) or NONE
+    return [
+        ("Image", _text(c.get("image"))),
+        ("Command", _argv(c.get("command"))),
+        ("Args", _argv(c.get("args"))),
+        ("Env", format_labels(c.get("env"))),
+        ("Resources", resources),
+        ("Ports", ", ".join(_port(p) for p in _list(c.get("ports"))) or NONE),
+    ]
+
+
+def _argv(value: object) -> str:
+    if not isinstance(value, list) or not value:
+        return NONE
+    return shlex.join(str(v) for v in value)
+
+
+def _port(p: Mapping[str, Any]) -> str:
+    text = f"{p.get('containerPort')}/{p.get('protocol') or 'tcp'}"
+    return text + (f" (host {p['hostPort']})" if p.get("hostPort") else "")
+
+
+def format_selector(sel: object) -> str:
+    """``tier=edge, zone In (a,b)``: the document's selector as one line."""
+    if not isinstance(sel, Mapping):
+        return NONE
+    parts = [f"{k}={v}" for k, v in sorted(_mapping(sel, "matchLabels").items())]
+    for expr in _list(sel.get("matchExpressions")):
+        values = expr.get("values")
+        text = f"{expr.get('key')} {expr.get('operator')}"
+        if isinstance(values, list) and values:
+            text += f" ({','.join(str(v) for v in values)})"
+        parts.append(text)
+    return ", ".join(parts) or NONE
+
+
+def _replica_table(slots: Sequence[Item], width: int) -> str:
+    if not slots:
+        return ""
+    rows = [[_text(s.get("slot")), _text(s.get("node")), _text(s.get("site")),
+             _text(s.get("generation")), _text(s.get("revision")), _text(s.get("state")),
+             _text(s.get("why"))] for s in slots]
+    return render_table(("SLOT", "NODE", "SITE", "GEN", "REV", "STATE", "WHY"), rows,
+                        width=width, fold=("WHY",))
+
+
+def _event_table(events: Sequence[Item], now: float, width: int) -> str:
+    if not events:
+        return ""
+    ordered = sorted(events, key=lambda e: _seconds(e.get("at")) or 0.0)
+    rows = [[_event_age(e.get("at"), now), _text(e.get("kind")), _text(e.get("slot")),
+             _text(e.get("node")), _text(e.get("message"))] for e in ordered]
+    return render_table(("AGE", "KIND", "SLOT", "NODE", "MESSAGE"), rows, width=width,
+                        fold=("MESSAGE",))
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _event_age(at: object, now: float) -> str:
+    seconds = _seconds(at)
+    return UNKNOWN_AGE if seconds is None else format_age(now - seconds)

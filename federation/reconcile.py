@@ -1,0 +1,135 @@
+"""Decide what must exist: place, run, stop, forget. Never picks a node.
+
+``reconcile(desired, observed, now)`` is a pure function; one async loop in
+the controller calls it, hands ``Place`` actions to the scheduler and sends
+the rest as commands.
+
+Rules, in order, for every slot of every deployment:
+
+* slot beyond ``replicas`` or deployment deleted -> Stop its instance, Forget it
+* not placed, or its node is Lost            -> Place (generation + 1)
+* placed on a Ready node, revision behind    -> Place on the same node (generation + 1)
+* placed, instance not at its generation     -> Run (again, once per resend period)
+
+and for every live instance an agent reports: if no slot claims it at that
+node and generation, Stop it (it was superseded or its slot is gone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.inventory import NodeState
+from federation.model import LIVE_STATES, CommandKey, Desired, Observed, Op, SlotRecord
+
+RESEND_AFTER = 5.0  # seconds before an unconfirmed command is sent again
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Place:
+    slot: SlotRecord  # as it is now; the loop writes the new generation
+    generation: int
+    revision: int
+    prefer_node: str | None = None  # a revision change stays on its node
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    slot: SlotRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    node: str
+    deployment: str
+    index: int
+    generation: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forget:
+    deployment: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purge:
+    deployment: str
+
+
+Action = Place | Run | Stop | Forget | Purge
+
+
+def _recently_sent(observed: Observed, key: CommandKey, now: float) -> bool:
+    sent = observed.inflight.get(key)
+    return sent is not None and now - sent < RESEND_AFTER
+
+
+def reconcile(desired: Desired, observed: Observed, now: float) -> list[Action]:
+    actions: list[Action] = []
+    for name, dep in sorted(desired.deployments.items()):
+        replicas = 0 if dep.deleted else dep.spec.replicas
+        slots = {i: s for (d, i), s in desired.slots.items() if d == name}
+        for index in range(replicas):
+            slot = slots.get(index) or SlotRecord(deployment=name, index=index, generation=0,
+                                                  revision=dep.revision)
+            actions.extend(_slot_actions(slot, dep.revision, observed, now))
+        for index, slot in sorted(slots.items()):
+            if index >= replicas:
+                if slot.node is not None:
+                    why = "deployment deleted" if dep.deleted else f"scaled to {replicas}"
+                    actions.append(Stop(node=slot.node, deployment=name, index=index,
+                                        generation=slot.generation, reason=why))
+                actions.append(Forget(deployment=name, index=index))
+        if dep.deleted and not _any_live(observed, name):
+            actions.append(Purge(deployment=name))
+    actions.extend(_superseded(desired, observed, now))
+    return actions
+
+
+def _slot_actions(slot: SlotRecord, revision: int, observed: Observed, now: float) -> list[Action]:
+    node = observed.nodes.get(slot.node) if slot.node else None
+    if slot.node is None or node is None or node.state is NodeState.LOST:
+        why = "not placed" if slot.node is None else f"node {slot.node} is lost"
+        return [Place(slot=slot, generation=slot.generation + 1, revision=revision, reason=why)]
+    if slot.revision != revision and node.state is NodeState.READY:
+        return [Place(slot=slot, generation=slot.generation + 1, revision=revision,
+                      prefer_node=slot.node,
+                      reason=f"revision {slot.revision} -> {revision}")]
+    inst = observed.on_node(slot.node, slot.deployment, slot.index)
+    if inst is not None and inst.generation == slot.generation:
+        return []
+    key: CommandKey = (slot.node, Op.RUN, slot.deployment, slot.index, slot.generation)
+    if node.state is NodeState.READY and not _recently_sent(observed, key, now):
+        return [Run(slot=slot)]
+    return []
+
+
+def _any_live(observed: Observed, deployment: str) -> bool:
+    return any(d == deployment and r.state in LIVE_STATES
+               for (_, d, _), r in observed.instances.items())
+
+
+def _superseded(desired: Desired, observed: Observed, now: float) -> list[Action]:
+    out: list[Action] = []
+    for (node, dep, index), inst in sorted(observed.instances.items()):
+        if inst.state not in LIVE_STATES:
+            continue
+        slot = desired.slots.get((dep, index))
+        if slot is not None and slot.node == node and slot.generation <= inst.generation:
+            continue
+        if dep in desired.deployments and slot is not None and slot.node == node:
+            why = f"generation {inst.generation} superseded by {slot.generation}"
+        elif slot is not None:
+            why = f"slot moved to {slot.node or 'nowhere'} at generation {slot.generation}"
+        else:
+            why = "no such slot"
+        # The stop fences at the slot's current generation minus nothing: the agent
+        # stops every instance of the slot at or below the generation named.
+        key: CommandKey = (node, Op.STOP, dep, index, inst.generation)
+        if observed.nodes.get(node) is not None and not _recently_sent(observed, key, now):
+            out.append(Stop(node=node, deployment=dep, index=index,
+                            generation=inst.generation, reason=why))
+    return out

@@ -1,0 +1,194 @@
+"""Desired state on disk: a SQLite file that survives controller restarts.
+
+Holds deployments with their revision history, slots (where each replica is
+meant to run, at which generation, and why), the highest generation ever
+issued per slot (fencing survives scale-down and up) and an event log.
+Observed state is not stored: agents' retained capacity reports rebuild it
+within a second of the controller (re)connecting. Writes are tiny transactions
+in WAL mode; the controller keeps the desired state in memory and writes
+through.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from federation.model import DeploymentRecord, Desired, SlotKey, SlotRecord
+from policies.model import Deployment, deployment_from_document, deployment_to_document
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    document TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    name TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    document TEXT NOT NULL,
+    applied_at REAL NOT NULL,
+    PRIMARY KEY (name, revision)
+);
+CREATE TABLE IF NOT EXISTS slots (
+    deployment TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    node TEXT,
+    assigned_at REAL NOT NULL,
+    explanation TEXT,
+    PRIMARY KEY (deployment, idx)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    deployment TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (deployment, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    deployment TEXT,
+    slot INTEGER,
+    node TEXT,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_deployment ON events (deployment, id);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- desired state ---------------------------------------------------------
+
+    def load_desired(self) -> Desired:
+        deployments = {}
+        for name, revision, document, deleted in self.db.execute(
+            "SELECT name, revision, document, deleted FROM deployments"
+        ):
+            spec = deployment_from_document(json.loads(document))
+            deployments[name] = DeploymentRecord(spec=spec, revision=revision, deleted=bool(deleted))
+        slots: dict[SlotKey, SlotRecord] = {}
+        for dep, idx, gen, rev, node, at, expl in self.db.execute(
+            "SELECT deployment, idx, generation, revision, node, assigned_at, explanation FROM slots"
+        ):
+            slots[(dep, idx)] = SlotRecord(deployment=dep, index=idx, generation=gen, revision=rev,
+                                           node=node, assigned_at=at,
+                                           explanation=json.loads(expl) if expl else None)
+        return Desired(deployments=deployments, slots=slots)
+
+    def apply(self, spec: Deployment, now: float) -> tuple[DeploymentRecord, bool]:
+        """Store ``spec`` as the next revision unless it equals the current one."""
+        document = json.dumps(deployment_to_document(spec), sort_keys=True)
+        row = self.db.execute(
+            "SELECT revision, document, deleted FROM deployments WHERE name = ?", (spec.name,)
+        ).fetchone()
+        if row is not None and row[1] == document and not row[2]:
+            return DeploymentRecord(spec=spec, revision=row[0]), False
+        last = self.db.execute(
+            "SELECT MAX(revision) FROM revisions WHERE name = ?", (spec.name,)
+        ).fetchone()[0] or 0
+        revision = last + 1
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO deployments (name, revision, document, deleted, created_at, updated_at)"
+                " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT(name) DO UPDATE SET revision=excluded.revision,"
+                " document=excluded.document, deleted=0, updated_at=excluded.updated_at",
+                (spec.name, revision, document, now, now),
+            )
+            self.db.execute(
+                "INSERT INTO revisions (name, revision, document, applied_at) VALUES (?, ?, ?, ?)",
+                (spec.name, revision, document, now),
+            )
+        return DeploymentRecord(spec=spec, revision=revision), True
+
+    def mark_deleted(self, name: str, now: float) -> bool:
+        cur = self.db.execute(
+            "UPDATE deployments SET deleted = 1, updated_at = ? WHERE name = ? AND deleted = 0",
+            (now, name),
+        )
+        return cur.rowcount > 0
+
+    def purge(self, name: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM deployments WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM slots WHERE deployment = ?", (name,))
+            self.db.execute("DELETE FROM generations WHERE deployment = ?", (name,))
+            self.db.execute("DELETE FROM revisions WHERE name = ?", (name,))
+
+    def revisions(self, name: str) -> list[tuple[int, float]]:
+        return list(self.db.execute(
+            "SELECT revision, applied_at FROM revisions WHERE name = ? ORDER BY revision", (name,)))
+
+    def created_at(self, name: str) -> float | None:
+        row = self.db.execute("SELECT created_at FROM deployments WHERE name = ?", (name,)).fetchone()
+        return None if row is None else float(row[0])
+
+    # -- slots -----------------------------------------------------------------
+
+    def next_generation(self, deployment: str, idx: int, at_least: int) -> int:
+        """A generation higher than any ever issued for the slot (and >= at_least)."""
+        row = self.db.execute(
+            "SELECT generation FROM generations WHERE deployment = ? AND idx = ?", (deployment, idx)
+        ).fetchone()
+        return max(at_least, (row[0] + 1) if row else 1)
+
+    def save_slot(self, slot: SlotRecord) -> None:
+        expl = json.dumps(slot.explanation) if slot.explanation is not None else None
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO slots (deployment, idx, generation, revision, node,"
+                " assigned_at, explanation) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (slot.deployment, slot.index, slot.generation, slot.revision, slot.node,
+                 slot.assigned_at, expl),
+            )
+            self.db.execute(
+                "INSERT INTO generations (deployment, idx, generation) VALUES (?, ?, ?)"
+                " ON CONFLICT(deployment, idx) DO UPDATE SET"
+                " generation = MAX(generation, excluded.generation)",
+                (slot.deployment, slot.index, slot.generation),
+            )
+
+    def forget_slot(self, deployment: str, idx: int) -> None:
+        self.db.execute("DELETE FROM slots WHERE deployment = ? AND idx = ?", (deployment, idx))
+
+    # -- events ----------------------------------------------------------------
+
+    def record_event(self, at: float, kind: str, message: str, *, deployment: str | None = None,
+                     slot: int | None = None, node: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO events (at, kind, deployment, slot, node, message) VALUES (?, ?, ?, ?, ?, ?)",
+            (at, kind, deployment, slot, node, message),
+        )
+
+    def events(self, deployment: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if deployment is None:
+            rows = self.db.execute(
+                "SELECT at, kind, deployment, slot, node, message FROM events ORDER BY id DESC LIMIT ?",
+                (limit,))
+        else:
+            rows = self.db.execute(
+                "SELECT at, kind, deployment, slot, node, message FROM events WHERE deployment = ?"
+                " ORDER BY id DESC LIMIT ?", (deployment, limit))
+        keys = ("at", "kind", "deployment", "slot", "node", "message")
+        return [dict(zip(keys, row, strict=True)) for row in rows][::-1]

@@ -1,0 +1,1 @@
+"""The YAML model: what operators write, validated into frozen domain types."""

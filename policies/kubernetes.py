@@ -1,0 +1,412 @@
+"""Kubernetes ``apps/v1`` Deployments, translated onto the native document.
+
+Translation only: every value with a native equivalent is copied through as
+found and validated once, by :func:`policies.model.deployment_from_document`.
+:attr:`Translation.origins` records where each native field came from, so a
+problem found in the native document can be pointed at the user's own field
+and line. What this module checks itself is the Kubernetes structure it walks
+(spec, template, containers, env, ports, resources, selector) and the rules
+that exist only in Kubernetes (selector must match the template's labels,
+restartPolicy is Always, one container for now).
+
+Every field without an edgefed equivalent yields a warning naming it: nothing
+is dropped silently. Fields Kubernetes itself does not know are errors, as
+with ``kubectl apply --validate=strict``. Problem paths are in the coordinates
+of the Kubernetes document, never the native one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.errors import FieldPath, Problems
+from policies.model import API_VERSION as NATIVE_API_VERSION
+from policies.model import LabelRequirement, Operator, _kind
+from policies.quantity import QuantityError, parse_cpu, parse_memory
+
+API_VERSION = "apps/v1"
+KIND = "Deployment"
+NO_EQUIVALENT = "has no edgefed equivalent yet; ignored"
+
+_TEMPLATE: FieldPath = ("spec", "template")
+_POD: FieldPath = (*_TEMPLATE, "spec")
+_CONTAINERS: FieldPath = (*_POD, "containers")
+_NATIVE_CONTAINER: FieldPath = ("spec", "container")
+
+# Field names as the Kubernetes API defines them (v1.31). Names listed here but
+# not translated are warned about; names not listed at all are errors.
+_DEPLOYMENT = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+_OBJECT_META = frozenset({
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+    "annotations", "ownerReferences", "finalizers", "managedFields",
+})
+_DEPLOYMENT_SPEC = frozenset({
+    "replicas", "selector", "template", "strategy", "minReadySeconds",
+    "revisionHistoryLimit", "paused", "progressDeadlineSeconds",
+})
+_POD_TEMPLATE = frozenset({"metadata", "spec"})
+_POD_SPEC = frozenset({
+    "volumes", "initContainers", "containers", "ephemeralContainers", "restartPolicy",
+    "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "nodeSelector",
+    "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "nodeName",
+    "hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace", "securityContext",
+    "imagePullSecrets", "hostname", "subdomain", "affinity", "schedulerName", "tolerations",
+    "hostAliases", "priorityClassName", "priority", "dnsConfig", "readinessGates",
+    "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
+    "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates",
+    "resourceClaims", "resources",
+})
+_CONTAINER = frozenset({
+    "name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
+    "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe",
+    "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
+    "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce",
+    "tty",
+})
+_PORT = frozenset({"name", "hostPort", "containerPort", "protocol", "hostIP"})
+_ENV_VAR = frozenset({"name", "value", "valueFrom"})
+_RESOURCES = frozenset({"limits", "requests", "claims"})
+_LABEL_SELECTOR = frozenset({"matchLabels", "matchExpressions"})
+_SELECTOR_REQUIREMENT = frozenset({"key", "operator", "values"})
+# Label selectors (unlike node selector terms) know no Gt/Lt.
+_SELECTOR_OPERATORS = (Operator.IN, Operator.NOT_IN, Operator.EXISTS, Operator.DOES_NOT_EXIST)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Translation:
+    """The native document and, per native field path, the Kubernetes path it came from."""
+
+    document: dict[str, Any]
+    origins: Mapping[FieldPath, FieldPath] = field(default_factory=dict)
+    # Parts of the source the translator could not walk (missing or of the
+    # wrong type), already reported: native problems under them only repeat it.
+    unread: tuple[FieldPath, ...] = ()
+
+    def source_path(self, native: FieldPath) -> FieldPath:
+        """The Kubernetes path of a native path: the longest recorded prefix is
+        replaced, the rest is kept (``spec.container.ports[1]`` ->
+        ``spec.template.spec.containers[0].ports[1]``)."""
+        for cut in range(len(native), 0, -1):
+            origin = self.origins.get(native[:cut])
+            if origin is not None:
+                return (*origin, *native[cut:])
+        return native
+
+
+def translate_deployment(doc: Any, problems: Problems) -> dict[str, Any]:
+    """The native document for a Kubernetes Deployment; problems found on the
+    way are added to ``problems`` with Kubernetes field paths."""
+    return translate(doc, problems).document
+
+
+def translate(doc: Any, problems: Problems) -> Translation:
+    translator = _Translator(problems)
+    document = translator.deployment(doc)
+    return Translation(document=document, origins=dict(translator.origins),
+                       unread=tuple(translator.unread))
+
+
+def _empty(value: Any) -> bool:
+    """Nothing to lose by ignoring it (``kubectl create --dry-run`` writes
+    ``creationTimestamp: null``, ``strategy: {}``, ``status: {}``)."""
+    return value is None or (isinstance(value, dict | list | str) and not value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class _Translator:
+    def __init__(self, problems: Problems) -> None:
+        self.p = problems
+        self.origins: dict[FieldPath, FieldPath] = {}
+        self.unread: list[FieldPath] = []
+
+    # -- structure ---------------------------------------------------------------
+
+    def cannot_read(self, path: FieldPath, message: str) -> None:
+        """Report a part that cannot be walked, once: not again for what is under it."""
+        if not any(path[:len(done)] == done for done in self.unread):
+            self.p.error(path, message)
+            self.unread.append(path)
+
+    def mapping(self, value: Any, path: FieldPath, *, required: bool = False) -> dict[str, Any]:
+        if value is None:
+            if required:
+                self.cannot_read(path, "is required (expected a mapping)")
+            return {}
+        if not isinstance(value, dict):
+            self.cannot_read(path, f"expected a mapping, found {_kind(value)}")
+            return {}
+        return value
+
+    def fields(
+        self, doc: Mapping[str, Any], path: FieldPath, known: Set[str], translated: Set[str]
+    ) -> None:
+        """Unknown names are errors; known names without a translation are warnings."""
+        for key, value in doc.items():
+            name = str(key)
+            if name not in known:
+                guess = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                self.p.error((*path, name), f"unknown field in a Kubernetes Deployment{hint}")
+            elif name not in translated and not _empty(value):
+                self.p.warn((*path, name), NO_EQUIVALENT)
+
+    def copy(self, source: Mapping[str, Any], key: str, source_path: FieldPath,
+             target: dict[str, Any], native_path: FieldPath) -> None:
+        """Copy one value unchecked; the native validator judges it."""
+        if source.get(key) is not None:
+            target[str(native_path[-1])] = source[key]
+            self.origins[native_path] = (*source_path, key)
+
+    # -- levels ------------------------------------------------------------------
+
+    def deployment(self, doc: Any) -> dict[str, Any]:
+        top = self.mapping(doc, (), required=True)
+        self.fields(top, (), _DEPLOYMENT, _DEPLOYMENT - {"status"})
+        if not _empty(top.get("status")):
+            self.p.warn(("status",), "is written by the cluster; ignored")
+        meta = self.mapping(top.get("metadata"), ("metadata",), required=True)
+        self.fields(meta, ("metadata",), _OBJECT_META, {"name", "labels"})
+        spec = self.mapping(top.get("spec"), ("spec",), required=True)
+        self.fields(spec, ("spec",), _DEPLOYMENT_SPEC, {"replicas", "selector", "template"})
+        template = self.mapping(spec.get("template"), _TEMPLATE, required=True)
+        self.fields(template, _TEMPLATE, _POD_TEMPLATE, _POD_TEMPLATE)
+        template_meta = self.mapping(template.get("metadata"), (*_TEMPLATE, "metadata"))
+        self.fields(template_meta, (*_TEMPLATE, "metadata"), _OBJECT_META, {"labels"})
+        pod = self.mapping(template.get("spec"), _POD, required=True)
+        self.fields(pod, _POD, _POD_SPEC, {"containers", "nodeSelector", "restartPolicy"})
+
+        native_meta: dict[str, Any] = {}
+        self.copy(meta, "name", ("metadata",), native_meta, ("metadata", "name"))
+        labels = self.labels(meta, template_meta)
+        if labels:
+            native_meta["labels"] = labels
+        self.selector(spec.get("selector"), template_meta.get("labels"))
+
+        native_spec: dict[str, Any] = {}
+        self.copy(spec, "replicas", ("spec",), native_spec, ("spec", "replicas"))
+        native_spec["container"] = self.container(pod.get("containers"))
+        if pod.get("nodeSelector") is not None:
+            self.origins[("spec", "placement")] = (*_POD, "nodeSelector")
+            self.origins[("spec", "placement", "nodeSelector", "matchLabels")] = (
+                *_POD, "nodeSelector")
+            native_spec["placement"] = {"nodeSelector": {"matchLabels": pod["nodeSelector"]}}
+        self.restart_policy(pod, native_spec)
+        return {"apiVersion": NATIVE_API_VERSION, "kind": "Deployment",
+                "metadata": native_meta, "spec": native_spec}
+
+    def labels(self, meta: Mapping[str, Any], template_meta: Mapping[str, Any]) -> dict[str, Any]:
+        """The deployment's labels merged over its pods' labels, so the labels a
+        selector names show up on the edgefed Deployment too."""
+        pod_path: FieldPath = (*_TEMPLATE, "metadata", "labels")
+        merged: dict[str, Any] = {}
+        for key, value in self.mapping(template_meta.get("labels"), pod_path).items():
+            merged[str(key)] = value
+            self.origins[("metadata", "labels", str(key))] = (*pod_path, str(key))
+        for key, value in self.mapping(meta.get("labels"), ("metadata", "labels")).items():
+            name = str(key)
+            if name in merged and _text(merged[name]) != _text(value):
+                self.p.warn(("metadata", "labels", name),
+                            f"differs from the template's label {name}={_text(merged[name])}; "
+                            "the deployment's own value is used")
+            merged[name] = value
+            self.origins[("metadata", "labels", name)] = ("metadata", "labels", name)
+        return merged
+
+    def selector(self, value: Any, template_labels: Any) -> None:
+        """Kubernetes refuses a Deployment whose selector does not select its own
+        pods; so do we. The selector itself is implied by edgefed and not kept."""
+        path: FieldPath = ("spec", "selector")
+        doc = self.mapping(value, path)
+        self.fields(doc, path, _LABEL_SELECTOR, _LABEL_SELECTOR)
+        errors_before = len(self.p.errors)
+        wanted = self.mapping(doc.get("matchLabels"), (*path, "matchLabels"))
+        requirements = self.requirements(doc.get("matchExpressions"), (*path, "matchExpressions"))
+        if len(self.p.errors) > errors_before or not isinstance(template_labels, dict | None):
+            return
+        labels = {str(k): _text(v) for k, v in (template_labels or {}).items()}
+        mismatch = None
+        for key, want in wanted.items():
+            have = labels.get(str(key))
+            if have != _text(want):
+                found = f"{key}={have}" if have is not None else f"no label {key}"
+                mismatch = f"selector wants {key}={_text(want)}, template labels have {found}"
+                break
+        for req in requirements:
+            if mismatch is None and not req.matches(labels):
+                mismatch = f"selector wants {req.describe()}"
+        if mismatch is not None:
+            self.p.error((*_TEMPLATE, "metadata", "labels"),
+                         f"`selector` does not match template `labels` ({mismatch})")
+
+    def requirements(self, value: Any, path: FieldPath) -> list[LabelRequirement]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.p.error(path, f"expected a list, found {_kind(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            ipath = (*path, i)
+            doc = self.mapping(item, ipath, required=True)
+            self.fields(doc, ipath, _SELECTOR_REQUIREMENT, _SELECTOR_REQUIREMENT)
+            key, operator = doc.get("key"), doc.get("operator")
+            values = doc.get("values") or []
+            names = ", ".join(o.value for o in _SELECTOR_OPERATORS)
+            if not isinstance(key, str) or not key:
+                self.p.error((*ipath, "key"), "is required (expected a string)")
+            elif operator not in [o.value for o in _SELECTOR_OPERATORS]:
+                self.p.error((*ipath, "operator"), f"found {operator!r}, expected one of {names}")
+            elif not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                self.p.error((*ipath, "values"), "expected a list of strings")
+            else:
+                out.append(LabelRequirement(key=key, operator=Operator(operator),
+                                            values=tuple(values)))
+        return out
+
+    def container(self, value: Any) -> Any:
+        # Registered first: native problems about a missing container must map
+        # under the containers path so they fold into the problem reported here.
+        self.origins[_NATIVE_CONTAINER] = (*_CONTAINERS, 0)
+        if value is None:
+            self.cannot_read(_CONTAINERS, "is required (expected a list with one container)")
+            return None
+        if not isinstance(value, list):
+            self.cannot_read(_CONTAINERS, f"expected a list, found {_kind(value)}")
+            return None
+        if not value:
+            self.cannot_read(_CONTAINERS, "expected exactly one container, found none")
+            return None
+        if len(value) > 1:
+            self.p.error(_CONTAINERS, f"found {len(value)} containers, expected exactly one "
+                         "(edgefed runs one container per deployment for now)")
+        path: FieldPath = (*_CONTAINERS, 0)
+        if not isinstance(value[0], dict):
+            return value[0]  # the native validator names the wrong type
+        doc: dict[str, Any] = value[0]
+        # The container's name is implied, like the selector: one container, one name.
+        self.fields(doc, path, _CONTAINER,
+                    {"name", "image", "command", "args", "env", "ports", "resources"})
+        out: dict[str, Any] = {}
+        for key in ("image", "command", "args"):
+            self.copy(doc, key, path, out, (*_NATIVE_CONTAINER, key))
+        env = self.env(doc.get("env"), (*path, "env"))
+        if env:
+            out["env"] = env
+        ports = self.ports(doc.get("ports"), (*path, "ports"))
+        if ports:
+            out["ports"] = ports
+        resources = self.resources(doc.get("resources"), (*path, "resources"))
+        if resources:
+            out["resources"] = resources
+        return out
+
+    def env(self, value: Any, path: FieldPath) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, list):
+            self.p.error(path, f"expected a list, found {_kind(value)}")
+            return {}
+        self.origins[(*_NATIVE_CONTAINER, "env")] = path
+        out: dict[str, Any] = {}
+        for i, item in enumerate(value):
+            ipath = (*path, i)
+            if not isinstance(item, dict):
+                self.p.error(ipath, f"expected a mapping, found {_kind(item)}")
+                continue
+            doc: dict[str, Any] = item
+            self.fields(doc, ipath, _ENV_VAR, _ENV_VAR)
+            name = doc.get("name")
+            if not isinstance(name, str) or not name:
+                self.p.error((*ipath, "name"), "is required (expected a string)")
+                continue
+            if not _empty(doc.get("valueFrom")):
+                self.p.warn((*ipath, "valueFrom"),
+                            "not supported, ignored; the variable is not set")
+                if doc.get("value") is None:
+                    continue
+            if name in out:
+                self.p.warn((*ipath, "name"), f"{name} is set more than once; the last value "
+                            "is used")
+            # Kubernetes sets a variable without a value to the empty string.
+            out[name] = "" if doc.get("value") is None else doc["value"]
+            self.origins[(*_NATIVE_CONTAINER, "env", name)] = (
+                (*ipath, "value") if "value" in doc else ipath)
+        return out
+
+    def ports(self, value: Any, path: FieldPath) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.p.error(path, f"expected a list, found {_kind(value)}")
+            return []
+        out: list[Any] = []  # index for index, so native paths map back unchanged
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                out.append(item)
+                continue
+            self.fields(item, (*path, i), _PORT, {"containerPort", "hostPort", "protocol"})
+            port = {k: item[k] for k in ("containerPort", "hostPort", "protocol")
+                    if item.get(k) is not None}
+            if port.get("hostPort") == 0 and not isinstance(port["hostPort"], bool):
+                del port["hostPort"]  # 0 is how Kubernetes writes "no host port"
+            out.append(port)
+        return out
+
+    def resources(self, value: Any, path: FieldPath) -> dict[str, Any]:
+        """Requests, or limits where no request is given (as Kubernetes defaults
+        them): edgefed reserves and limits to one value per resource."""
+        doc = self.mapping(value, path)
+        self.fields(doc, path, _RESOURCES, {"limits", "requests"})
+        requests = self.mapping(doc.get("requests"), (*path, "requests"))
+        limits = self.mapping(doc.get("limits"), (*path, "limits"))
+        for section, quantities in (("requests", requests), ("limits", limits)):
+            for key, amount in quantities.items():
+                if str(key) not in ("cpu", "memory") and not _empty(amount):
+                    self.p.warn((*path, section, str(key)), NO_EQUIVALENT)
+        out: dict[str, Any] = {}
+        parsers: tuple[tuple[str, Callable[[object], int]], ...] = (
+            ("cpu", parse_cpu), ("memory", parse_memory))
+        for name, parse in parsers:
+            request, limit = requests.get(name), limits.get(name)
+            chosen = "requests" if request is not None else "limits"
+            if request is None and limit is None:
+                continue
+            out[name] = request if request is not None else limit
+            self.origins[(*_NATIVE_CONTAINER, "resources", name)] = (*path, chosen, name)
+            if request is not None and limit is not None:
+                self.compare(name, parse, request, limit, (*path, "limits", name))
+        return out
+
+    def compare(self, name: str, parse: Callable[[object], int], request: Any, limit: Any,
+                limit_path: FieldPath) -> None:
+        try:
+            limit_value = parse(limit)
+        except QuantityError as exc:
+            self.p.error(limit_path, str(exc))
+            return
+        except OverflowError:
+            self.p.error(limit_path, f"is too large to be a {name} quantity")
+            return
+        try:
+            request_value = parse(request)
+        except (QuantityError, OverflowError):
+            return  # the native validator reports the request, which is the value used
+        if limit_value != request_value:
+            self.p.warn(limit_path, f"differs from requests.{name} ({_text(request)}); edgefed "
+                        "uses one value as both reservation and limit: the request")
+
+    def restart_policy(self, pod: Mapping[str, Any], native_spec: dict[str, Any]) -> None:
+        value = pod.get("restartPolicy")
+        if isinstance(value, str) and value != "Always":
+            self.p.error((*_POD, "restartPolicy"),
+                         f"found {value!r}, expected 'Always' (the only restartPolicy a "
+                         "Kubernetes Deployment allows)")
+            return
+        self.copy(pod, "restartPolicy", _POD, native_spec, ("spec", "restartPolicy"))
