@@ -23,15 +23,8 @@ from typing import Any, TypeVar
 
 import docker
 import requests
+import tenacity
 from docker import errors as docker_errors
-from tenacity import (
-    before_sleep_log,
-    retry,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from cloud_adapters.errors import (
     InstanceNotFound,
@@ -58,12 +51,21 @@ T = TypeVar("T")
 # Seconds for one HTTP call to the engine (stop adds its grace on top).
 _API_TIMEOUT = 30
 
-_RETRY = retry(
-    retry=retry_if_exception_type(TransientRuntimeError),
-    wait=wait_random_exponential(multiplier=0.2, max=5),
-    stop=stop_after_attempt(5) | stop_after_delay(30),
+_RETRY = tenacity.retry(
+    retry=tenacity.retry_if_exception_type(TransientRuntimeError),
+    wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
+    stop=tenacity.stop_after_attempt(5) | tenacity.stop_after_delay(30),
     reraise=True,
-    before_sleep=before_sleep_log(log, logging.WARNING),
+    before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+)
+
+# Failures to reach the engine at all: socket refused or reset, timeouts.
+_UNREACHABLE = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+    TimeoutError,
 )
 
 # Container states of the list API; a state not here is reported as starting.
@@ -95,13 +97,10 @@ def _map_error(exc: Exception, *, image: str = "") -> RuntimeAdapterError:
         status = exc.status_code or 0
         detail = f"docker engine: {exc.explanation or exc} (HTTP {status})"
         return TransientRuntimeError(detail) if status >= 500 else PermanentRuntimeError(detail)
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    # The SDK raises its bare base class when it cannot reach the engine to ask
+    # for its API version; its subclasses (bad arguments, TLS setup) are permanent.
+    if isinstance(exc, _UNREACHABLE) or type(exc) is docker_errors.DockerException:
         return TransientRuntimeError(f"docker engine unreachable: {exc}")
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return TransientRuntimeError(f"docker engine unreachable: {exc}")
-    if isinstance(exc, docker_errors.DockerException | requests.exceptions.RequestException):
-        # What the SDK raises when it cannot reach the engine at all (no socket).
-        return TransientRuntimeError(f"docker engine unavailable: {exc}")
     return PermanentRuntimeError(f"docker runtime: {exc!r}")
 
 
@@ -143,8 +142,6 @@ def _status(attrs: dict[str, Any]) -> InstanceStatus:
     state = attrs["State"]
     kind = _STATES.get(state.get("Status", ""), InstanceState.STARTING)
     reason = "OOMKilled" if state.get("OOMKilled") else state.get("Error") or ""
-    if state.get("Status") == "paused":
-        reason = reason or "paused"
     if kind is InstanceState.EXITED and state.get("Error"):
         kind = InstanceState.FAILED  # the engine could not run it at all
     done = kind in (InstanceState.EXITED, InstanceState.FAILED)
@@ -207,7 +204,9 @@ class DockerRuntime:
         return await self._call(self._list)
 
     async def logs(self, runtime_id: str, *, tail: int = 100) -> str:
-        raw = await self._call(self._logs, runtime_id, tail)
+        raw: bytes = await self._call(
+            lambda: self._api().api.logs(runtime_id, stdout=True, stderr=True, tail=tail)
+        )
         return raw.decode("utf-8", errors="replace")
 
     async def images(self) -> builtins.list[str]:
@@ -221,23 +220,37 @@ class DockerRuntime:
     # The blocking halves below run in worker threads.
 
     def _start(self, spec: InstanceSpec) -> dict[str, Any]:
-        api = self._api().api
         existing = self._inspect(spec.name)
         if existing is not None:
-            if existing["State"]["Status"] in ("exited", "dead"):
-                self._remove(existing["Id"])  # ended: start afresh
-            elif _labels_match(existing["Config"]["Labels"] or {}, spec):
-                # A retried or concurrent start of the same instance. A created
-                # container may belong to a start still in flight, so it is
-                # started (twice is harmless), never removed.
-                if existing["State"]["Status"] != "created":
-                    return existing
-                api.start(existing["Id"])
-                return self._inspect(existing["Id"]) or existing
-            else:
-                raise PermanentRuntimeError(
-                    f"container {spec.name} exists with labels that do not match this instance"
-                )
+            if existing["State"]["Status"] not in ("exited", "dead"):
+                return self._same_instance(existing, spec)
+            self._remove(existing["Id"])  # ended: start afresh
+        container_id = self._create(spec)
+        try:
+            self._api().api.start(container_id)
+        except Exception:
+            self._remove(container_id)  # leave nothing half-made behind
+            raise
+        attrs = self._inspect(container_id)
+        if attrs is None:  # removed by someone else right away; a retry recreates it
+            raise TransientRuntimeError(f"container {spec.name} vanished after its start")
+        return attrs
+
+    def _same_instance(self, existing: dict[str, Any], spec: InstanceSpec) -> dict[str, Any]:
+        """A retried or concurrent start of an instance whose container exists."""
+        if not _labels_match(existing["Config"]["Labels"] or {}, spec):
+            raise PermanentRuntimeError(
+                f"container {spec.name} exists with labels that do not match this instance"
+            )
+        if existing["State"]["Status"] != "created":
+            return existing
+        # Maybe a start still in flight: start it too (harmless twice), never remove it.
+        self._api().api.start(existing["Id"])
+        return self._inspect(existing["Id"]) or existing
+
+    def _create(self, spec: InstanceSpec) -> str:
+        api = self._api().api
+        bound = [p for p in spec.ports if p.host_port]
         try:
             created = api.create_container(
                 spec.image,
@@ -246,14 +259,12 @@ class DockerRuntime:
                 command=list(spec.args) or None,
                 environment=dict(spec.env),
                 labels={**spec.labels, **spec.identity_labels()},
-                ports=[(p.container_port, p.protocol) for p in spec.ports if p.host_port],
+                ports=[(p.container_port, p.protocol) for p in bound],
                 host_config=api.create_host_config(
-                    port_bindings={
-                        f"{p.container_port}/{p.protocol}": p.host_port for p in spec.ports if p.host_port
-                    },
+                    port_bindings={f"{p.container_port}/{p.protocol}": p.host_port for p in bound},
                     nano_cpus=spec.cpu_millis * 1_000_000 or None,
                     mem_limit=spec.memory_bytes or None,
-                    init=True,
+                    init=True,  # no restart_policy: restarts are the agent's call
                 ),
             )
         except docker_errors.ImageNotFound as exc:
@@ -262,13 +273,8 @@ class DockerRuntime:
             if exc.status_code == 409:  # a concurrent start took the name; look again
                 raise TransientRuntimeError(f"container name {spec.name} in use") from exc
             raise
-        try:
-            api.start(created["Id"])
-        except Exception:
-            self._remove(created["Id"])  # leave nothing half-made behind
-            raise
-        attrs: dict[str, Any] = api.inspect_container(created["Id"])
-        return attrs
+        container_id: str = created["Id"]
+        return container_id
 
     def _remove(self, container_id: str) -> None:
         try:
@@ -310,10 +316,6 @@ class DockerRuntime:
                 log.warning("container %s has malformed edgefed labels; ignored", cid[:12])
         self._seen = seen
         return statuses
-
-    def _logs(self, runtime_id: str, tail: int) -> bytes:
-        out: bytes = self._api().api.logs(runtime_id, stdout=True, stderr=True, tail=tail)
-        return out
 
     def _images(self) -> builtins.list[str]:
         tags = {

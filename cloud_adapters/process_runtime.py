@@ -17,7 +17,14 @@ JSON file, so a new agent lists, adopts and stops what an earlier one started:
     state_dir/logs/proc-<name>.log         stdout and stderr, appended
 
 A pid counts as ours only while its create time matches the record, so a pid
-reused after a reboot is never signalled. Log files are not rotated.
+reused after a reboot is never signalled. The command gets only PATH and HOME
+from the agent plus ``spec.env``, and runs in ``/``.
+
+Limits, honestly: log files are not rotated; an agent killed between spawning
+a process and writing its record leaves that process unknown; and a service
+manager that kills the agent's whole cgroup (systemd's default
+``KillMode=control-group``) takes the instances with it, so the agent's unit
+needs ``KillMode=process``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import builtins
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -38,7 +46,7 @@ from typing import Any
 
 import psutil
 
-from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError
+from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError, TransientRuntimeError
 from cloud_adapters.runtime import (
     LABEL_DEPLOYMENT,
     LABEL_GENERATION,
@@ -50,17 +58,20 @@ from cloud_adapters.runtime import (
     InstanceStatus,
 )
 
+log = logging.getLogger("edgefed.runtime.process")
+
 # Runs "$@" in the background so that a SIGTERM to the process group (which
 # reaches the command too) lets the wrapper wait for the command's real status
-# and write it down; traps are reset in the command itself. A signal to the
-# wrapper alone is passed on, also one that came while the command was forking.
+# and write it down. The trap is set only after the fork: a child that inherited
+# the shell's handler could swallow a SIGTERM arriving before its exec; start()
+# returns once the trap is set (see _await_trap). Like any background job of a
+# non-interactive shell, the command starts with SIGINT and SIGQUIT ignored;
+# SIGTERM is the way to stop it.
 _WRAPPER = """\
 exit_file=$1; shift
-child= signalled=
-trap 'signalled=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT HUP
 "$@" &
 child=$!
-[ -z "$signalled" ] || kill -TERM "$child" 2>/dev/null
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
 while :; do
     wait "$child"; code=$?
     kill -0 "$child" 2>/dev/null || break
@@ -72,6 +83,9 @@ exit "$code"
 # How far create times read at different moments may drift (the kernel's boot
 # time moves when the wall clock is stepped); a reused pid differs by far more.
 _CREATE_TIME_SLACK = 1.0
+
+# How long a SIGKILLed process may take to go (uninterruptible I/O) before stop gives up.
+_KILL_WAIT = 10.0
 
 _VANISHED = "process ended without recording an exit status (killed, or the host rebooted)"
 
@@ -126,8 +140,8 @@ class ProcessRuntime:
             record = self._read(runtime_id)
             if record is None:
                 raise InstanceNotFound(f"no process instance {runtime_id}")
-            if self._alive(record):
-                await asyncio.to_thread(self._terminate, record, grace)
+            if self._alive(record) and not await asyncio.to_thread(self._terminate, record, grace):
+                raise TransientRuntimeError(f"{runtime_id} survived SIGKILL (pid {record.pid})")
             self._forget(record)
 
     async def list(self) -> list[InstanceStatus]:
@@ -160,6 +174,7 @@ class ProcessRuntime:
         exit_path = self._instances / f"{runtime_id}.exit"
         log_path = self._logs / f"{runtime_id}.log"
         argv = ["/bin/sh", "-c", _WRAPPER, runtime_id, str(exit_path), *spec.command, *spec.args]
+        exit_path.unlink(missing_ok=True)  # a stale one would be taken for this run's
         with open(log_path, "ab") as log_file:
             child = subprocess.Popen(
                 argv,
@@ -171,6 +186,7 @@ class ProcessRuntime:
                 start_new_session=True,  # survives the agent; killable as a group
             )
         self._children[child.pid] = child
+        _await_trap(child.pid)
         try:
             create_time = psutil.Process(child.pid).create_time()
         except psutil.NoSuchProcess:
@@ -189,17 +205,24 @@ class ProcessRuntime:
         tmp.replace(self._instances / f"{runtime_id}.json")
         return record
 
-    def _terminate(self, record: _Record, grace: float) -> None:
+    def _terminate(self, record: _Record, grace: float) -> bool:
+        """SIGTERM, then after ``grace`` SIGKILL, to the group; whether it died."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self._alive(record) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Also whatever the command left behind in its group.
+        if not self._ended_within(record, grace):
+            log.info("%s ignored SIGTERM for %.1fs; killing it", record.runtime_id, grace)
+        # Also kills whatever the command left behind in its group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pid, signal.SIGKILL)
+        return self._ended_within(record, _KILL_WAIT)
+
+    def _ended_within(self, record: _Record, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
         while self._alive(record):
-            time.sleep(0.01)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _list(self) -> builtins.list[InstanceStatus]:
         statuses = []
@@ -258,6 +281,21 @@ class ProcessRuntime:
             Path(record.log_path),
         ):
             path.unlink(missing_ok=True)
+
+
+def _await_trap(pid: int, *, within: float = 2.0) -> None:
+    """Wait until the wrapper catches SIGTERM (Linux ``SigCgt``), so that a
+    SIGTERM once start() has returned always leaves an exit status behind."""
+    term = 1 << (signal.SIGTERM - 1)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            if fields["State"].strip().startswith("Z") or int(fields["SigCgt"], 16) & term:
+                return
+        except (OSError, KeyError, ValueError):
+            return  # gone already, or no Linux /proc: nothing to wait for
+        time.sleep(0.002)
 
 
 def _read_exit(path: Path) -> int | None:

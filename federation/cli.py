@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except ApiError as exc:
         return _fail(exc.message)
+    except UsageError as exc:
+        return _fail(str(exc), code=USAGE)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -170,14 +172,11 @@ def _client(args: argparse.Namespace) -> ApiClient:
     try:
         return ApiClient(server, trace=trace)
     except ValueError as exc:
-        raise _Usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
-class _Usage(ApiError):
-    """A bad argument found after parsing; exits 2 like argparse does."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(None, message)
+class UsageError(Exception):
+    """A bad argument found after parsing; exits 2 like argparse's own errors."""
 
 
 def _fail(message: str, *details: str, code: int = FAILED) -> int:
@@ -218,9 +217,6 @@ def _load(paths: Sequence[str]) -> list[tuple[str, Any]] | None:
 
 
 def _load_one(path: str) -> Any:
-    if not os.path.exists(path):
-        print(f"{path}: error: no such file or directory", file=sys.stderr)
-        return None
     from policies.errors import PolicyError
     from policies.loader import load_path
 
@@ -266,7 +262,7 @@ def _apply(args: argparse.Namespace) -> int:
             resp = client.put(f"/api/v1/deployments/{quote(name)}", _document(deployment), query)
         except ApiError as exc:
             if exc.status == 409:
-                worst = max(worst, _unschedulable(exc, args.allow_pending))
+                worst = max(worst, _unschedulable(exc))
             elif exc.status == 422:
                 worst = max(worst, _print_problems(exc, path))
             else:
@@ -279,15 +275,11 @@ def _apply(args: argparse.Namespace) -> int:
     return worst
 
 
-def _unschedulable(exc: ApiError, allow_pending: bool) -> int:
+def _unschedulable(exc: ApiError) -> int:
     body = exc.body if isinstance(exc.body, dict) else {}
     lines = [f"{s.get('slot')}: {s.get('message')}"
              for s in body.get("unschedulable") or [] if isinstance(s, dict)]
-    code = _fail(exc.message, *lines)
-    if not allow_pending:
-        print("hint: --allow-pending stores it anyway; the controller places the pending "
-              "replicas when capacity appears", file=sys.stderr)
-    return code
+    return _fail(exc.message, *lines)
 
 
 def _plan(args: argparse.Namespace) -> int:

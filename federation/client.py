@@ -9,6 +9,7 @@ that is not JSON, is mapped in one place (:meth:`ApiClient.request`) to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -176,10 +177,8 @@ def _from_http_error(exc: urllib.error.HTTPError, what: str) -> ApiError:
     text = raw.decode(errors="replace")
     body: Any = text or None
     error: str | None = None
-    try:
+    with contextlib.suppress(ValueError):
         body = json.loads(raw) if raw.strip() else None
-    except ValueError:
-        pass
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         error = body["error"]
     reason = exc.reason if isinstance(exc.reason, str) else ""
@@ -194,5 +193,5 @@ def _from_http_error(exc: urllib.error.HTTPError, what: str) -> ApiError:
             message += " (is the server an edgefed controller of the same version?)"
         return ApiError(status, message, body)
     if status >= 500:
-        return ApiError(status, f"the controller failed on {what} (HTTP {status}): {error}", body)
+        return ApiError(status, f"{error} (HTTP {status} from {what})", body)
     return ApiError(status, error, body)

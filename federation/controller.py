@@ -254,7 +254,8 @@ class Controller:
         for p in places:
             spec = self.deployments[p.slot.deployment].spec
             generation = self.store.next_generation(p.slot.deployment, p.slot.index, p.generation)
-            decision = place(request_for(spec, p.slot.index, generation), rnd)
+            decision = place(request_for(spec, p.slot.index, generation,
+                                         current_node=p.prefer_node), rnd)
             expl = decision.explanation.to_dict()
             if decision.node is None:
                 msg = str(expl["message"])
@@ -271,7 +272,9 @@ class Controller:
                 continue
             self._last_unschedulable.pop(p.slot.key, None)
             slot = SlotRecord(deployment=p.slot.deployment, index=p.slot.index,
-                              generation=generation, revision=p.revision, node=decision.node,
+                              generation=generation, revision=p.revision,
+                              template=self.deployments[p.slot.deployment].template,
+                              node=decision.node,
                               assigned_at=now, explanation=expl)
             self.slots[slot.key] = slot
             self.store.save_slot(slot)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from federation.inventory import Node
 from federation.wire import InstanceReport
-from policies.model import Deployment
+from policies.model import Deployment, deployment_to_document
 
 SlotKey = tuple[str, int]  # (deployment, slot index)
 
@@ -26,6 +28,21 @@ class DeploymentRecord:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def template(self) -> str:
+        return template_of(self.spec)
+
+
+def template_of(spec: Deployment) -> str:
+    """Fingerprint of what an instance runs (container and restart policy).
+
+    Scaling or changing placement rules makes a new revision but the same
+    template: running instances are left alone. A new template replaces them.
+    """
+    doc = deployment_to_document(spec)["spec"]
+    material = {"container": doc["container"], "restartPolicy": doc.get("restartPolicy")}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlotRecord:
@@ -34,7 +51,8 @@ class SlotRecord:
     deployment: str
     index: int
     generation: int  # bumped on every (re)placement; fences older instances
-    revision: int  # the deployment revision this slot's instance should run
+    revision: int  # the deployment revision whose template this slot's instance runs
+    template: str = ""  # fingerprint of that template (see template_of)
     node: str | None = None  # None: not placed (yet, or unschedulable)
     assigned_at: float = 0.0
     explanation: Mapping[str, object] | None = None

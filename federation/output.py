@@ -32,8 +32,8 @@ UNKNOWN_AGE = "<unknown>"
 # Wide enough that a `get` table never wraps: like kubectl, long rows stay one
 # line each so that grep and awk keep working.
 _NO_WRAP_WIDTH = 100_000
-# Below this a describe table cannot show its columns side by side usefully.
-MIN_WIDTH = 60
+_GAP = 3  # spaces between columns, as kubectl prints them
+_MIN_FOLD_WIDTH = 20  # narrowest a wrapped column (WHY, MESSAGE) is made
 
 Item = Mapping[str, Any]
 Row = Sequence[str]
@@ -209,11 +209,17 @@ def render_table(
     from rich.text import Text
 
     folding = set(fold)
-    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 3, 0, 0),
+    if width is not None and folding:
+        # Never cut a cell: on a narrow terminal the lines get longer than the
+        # terminal (which wraps them) rather than squeezing the folding columns.
+        fixed = sum(max(len(h), *(len(r[i]) for r in rows)) + _GAP
+                    for i, h in enumerate(headers) if h not in folding)
+        width = max(width, fixed + _MIN_FOLD_WIDTH * len(folding))
+    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, _GAP, 0, 0),
                   header_style="", expand=False)
     for header in headers:
         if header in folding:
-            table.add_column(header, overflow="fold", min_width=20)
+            table.add_column(header, overflow="fold")
         else:
             table.add_column(header, no_wrap=True, overflow="ignore")
     for row in rows:
@@ -245,8 +251,7 @@ def render_plan(response: Mapping[str, Any], *, width: int) -> str:
         for slot in _list(deployment.get("slots")):
             rows.append([_text(slot.get("slot")), _text(slot.get("node")),
                          _text(slot.get("site")), _text(slot.get("message"))])
-    return render_table(("SLOT", "NODE", "SITE", "WHY"), rows, width=max(width, MIN_WIDTH),
-                        fold=("WHY",))
+    return render_table(("SLOT", "NODE", "SITE", "WHY"), rows, width=width, fold=("WHY",))
 
 
 def _list(value: object) -> list[Item]:
@@ -258,15 +263,14 @@ def _list(value: object) -> list[Item]:
 
 def describe_deployment(resp: Mapping[str, Any], *, now: float, width: int) -> str:
     """``edgefed describe deployment``: the spec, then where each replica runs and why."""
-    width = max(width, MIN_WIDTH)
-    doc = resp.get("document") if isinstance(resp.get("document"), Mapping) else {}
+    doc = _mapping(resp, "document")
     meta = _mapping(doc, "metadata")
     spec = _mapping(doc, "spec")
     container = _mapping(spec, "container")
     placement = _mapping(spec, "placement")
     out = _fields([
         ("Name", _text(resp.get("name"))),
-        ("Revision", _text(resp.get("revision"))),
+        ("Revision", _revision(resp, now)),
         ("Replicas", f"{_text(resp.get('replicas'))} desired, {_text(resp.get('running'))} running"),
         ("Labels", format_labels(meta.get("labels"))),
         ("Restart policy", _text(spec.get("restartPolicy") or "Always")),
@@ -279,8 +283,19 @@ def describe_deployment(resp: Mapping[str, Any], *, now: float, width: int) -> s
         ("Weights", format_labels(placement.get("weights"))),
     ]))
     out += _section("Slots", _replica_table(_list(resp.get("slots")), width - 2))
-    out += _section("Events", _event_table(_list(resp.get("events")), now, width - 2))
+    out += _section("Events", _event_table(_list(resp.get("events")), _text(resp.get("name")),
+                                           now, width - 2))
     return out
+
+
+def _revision(resp: Mapping[str, Any], now: float) -> str:
+    """``3 (applied 5m ago)`` when the controller lists when revisions were applied."""
+    revision = resp.get("revision")
+    for r in _list(resp.get("revisions")):
+        applied = _seconds(r.get("applied_at"))
+        if r.get("revision") == revision and applied is not None:
+            return f"{revision} (applied {format_age(now - applied)} ago)"
+    return _text(revision)
 
 
 def _mapping(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -298,7 +313,7 @@ def _section(title: str, table: str) -> str:
 
 
 def _container_fields(c: Mapping[str, Any]) -> list[tuple[str, str]]:
-    res = c.get("resources") if isinstance(c.get("resources"), Mapping) else {}
+    res = _mapping(c, "resources")
     resources = ", ".join(f"{k} {res[k]}" for k in ("cpu", "memory") if k in res) or NONE
     return [
         ("Image", _text(c.get("image"))),
@@ -345,14 +360,22 @@ def _replica_table(slots: Sequence[Item], width: int) -> str:
                         width=width, fold=("WHY",))
 
 
-def _event_table(events: Sequence[Item], now: float, width: int) -> str:
+def _event_table(events: Sequence[Item], deployment: str, now: float, width: int) -> str:
     if not events:
         return ""
     ordered = sorted(events, key=lambda e: _seconds(e.get("at")) or 0.0)
-    rows = [[_event_age(e.get("at"), now), _text(e.get("kind")), _text(e.get("slot")),
+    rows = [[_event_age(e.get("at"), now), _text(e.get("kind")), _event_slot(e, deployment),
              _text(e.get("node")), _text(e.get("message"))] for e in ordered]
     return render_table(("AGE", "KIND", "SLOT", "NODE", "MESSAGE"), rows, width=width,
                         fold=("MESSAGE",))
+
+
+def _event_slot(event: Item, deployment: str) -> str:
+    """Events name a slot by its index; show it as the pod name, ``web/0``."""
+    slot = event.get("slot")
+    if isinstance(slot, int) and not isinstance(slot, bool):
+        return f"{event.get('deployment') or deployment}/{slot}"
+    return _text(slot)
 
 
 def _seconds(value: object) -> float | None:

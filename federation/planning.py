@@ -17,10 +17,11 @@ from federation.scheduler import Decision, Request, Round, Usage, place
 from policies.model import Deployment
 
 
-def request_for(spec: Deployment, slot: int, generation: int) -> Request:
+def request_for(spec: Deployment, slot: int, generation: int, *,
+                current_node: str | None = None) -> Request:
     c = spec.container
     return Request(
-        deployment=spec.name, slot=slot, generation=generation,
+        deployment=spec.name, slot=slot, generation=generation, current_node=current_node,
         cpu_millis=c.resources.cpu_millis, memory_bytes=c.resources.memory_bytes,
         host_ports=tuple(p.host_port for p in c.ports if p.host_port),
         has_command=bool(c.command),

@@ -8,7 +8,7 @@ Rules, in order, for every slot of every deployment:
 
 * slot beyond ``replicas`` or deployment deleted -> Stop its instance, Forget it
 * not placed, or its node is Lost            -> Place (generation + 1)
-* placed on a Ready node, revision behind    -> Place on the same node (generation + 1)
+* placed on a Ready node, template changed   -> Place, preferring its node (generation + 1)
 * placed, instance not at its generation     -> Run (again, once per resend period)
 
 and for every live instance an agent reports: if no slot claims it at that
@@ -20,7 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from federation.inventory import NodeState
-from federation.model import LIVE_STATES, CommandKey, Desired, Observed, Op, SlotRecord
+from federation.model import (
+    LIVE_STATES,
+    CommandKey,
+    DeploymentRecord,
+    Desired,
+    Observed,
+    Op,
+    SlotRecord,
+)
 
 RESEND_AFTER = 5.0  # seconds before an unconfirmed command is sent again
 
@@ -30,7 +38,7 @@ class Place:
     slot: SlotRecord  # as it is now; the loop writes the new generation
     generation: int
     revision: int
-    prefer_node: str | None = None  # a revision change stays on its node
+    prefer_node: str | None = None  # a template change stays on its node if it fits
     reason: str = ""
 
 
@@ -74,8 +82,8 @@ def reconcile(desired: Desired, observed: Observed, now: float) -> list[Action]:
         slots = {i: s for (d, i), s in desired.slots.items() if d == name}
         for index in range(replicas):
             slot = slots.get(index) or SlotRecord(deployment=name, index=index, generation=0,
-                                                  revision=dep.revision)
-            actions.extend(_slot_actions(slot, dep.revision, observed, now))
+                                                  revision=dep.revision, template=dep.template)
+            actions.extend(_slot_actions(slot, dep, observed, now))
         for index, slot in sorted(slots.items()):
             if index >= replicas:
                 if slot.node is not None:
@@ -89,15 +97,17 @@ def reconcile(desired: Desired, observed: Observed, now: float) -> list[Action]:
     return actions
 
 
-def _slot_actions(slot: SlotRecord, revision: int, observed: Observed, now: float) -> list[Action]:
+def _slot_actions(slot: SlotRecord, dep: DeploymentRecord, observed: Observed,
+                  now: float) -> list[Action]:
     node = observed.nodes.get(slot.node) if slot.node else None
     if slot.node is None or node is None or node.state is NodeState.LOST:
         why = "not placed" if slot.node is None else f"node {slot.node} is lost"
-        return [Place(slot=slot, generation=slot.generation + 1, revision=revision, reason=why)]
-    if slot.revision != revision and node.state is NodeState.READY:
-        return [Place(slot=slot, generation=slot.generation + 1, revision=revision,
+        return [Place(slot=slot, generation=slot.generation + 1, revision=dep.revision,
+                      reason=why)]
+    if slot.template != dep.template and node.state is NodeState.READY:
+        return [Place(slot=slot, generation=slot.generation + 1, revision=dep.revision,
                       prefer_node=slot.node,
-                      reason=f"revision {slot.revision} -> {revision}")]
+                      reason=f"template changed in revision {dep.revision}")]
     inst = observed.on_node(slot.node, slot.deployment, slot.index)
     if inst is not None and inst.generation == slot.generation:
         return []

@@ -39,6 +39,7 @@ class Request:
     node_selector: Selector = Selector()
     site_selector: Selector = Selector()
     weights: Mapping[str, float] = field(default_factory=dict)
+    current_node: str | None = None  # where the replica runs now, if it is being replaced
 
     @property
     def seed(self) -> str:
@@ -280,12 +281,19 @@ def spread_nodes(req: Request, node: Node, rnd: Round) -> float:
     return 100.0 / (1 + rnd.placed.get(req.deployment, Counter())[node.name])
 
 
+def stay_put(req: Request, node: Node, rnd: Round) -> float:
+    """A replacement (new template) stays where its predecessor ran if it still fits."""
+    return 100.0 if node.name == req.current_node else 0.0
+
+
 SCORES: dict[str, Score] = {
     "least-allocated": least_allocated,
     "spread-sites": spread_sites,
     "spread-nodes": spread_nodes,
+    "stay-put": stay_put,
 }
-DEFAULT_WEIGHTS: dict[str, float] = {"least-allocated": 1.0, "spread-sites": 2.0, "spread-nodes": 1.0}
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "least-allocated": 1.0, "spread-sites": 2.0, "spread-nodes": 1.0, "stay-put": 10.0}
 
 
 # -- compose -------------------------------------------------------------------
@@ -316,10 +324,12 @@ def place(req: Request, rnd: Round, *, keep: int = 3) -> Decision:
             by_reason.setdefault(r.reason, []).append(r)
     details = {reason: _resource_detail(rs) for reason, rs in by_reason.items() if rs[0].unit}
     weights = {**DEFAULT_WEIGHTS, **{k: v for k, v in req.weights.items() if k in SCORES}}
+    if req.current_node is None:
+        del weights["stay-put"]  # nothing to stay with: the plugin does not apply
     weight_sum = sum(weights.values()) or 1.0
     ranked = []
     for node in feasible:
-        scores = {name: SCORES[name](req, node, rnd) for name in SCORES}
+        scores = {name: SCORES[name](req, node, rnd) for name in weights}
         total = sum(weights[name] * s for name, s in scores.items()) / weight_sum
         ranked.append(Ranked(node=node.name, site=node.site, total=total, scores=scores))
     ranked.sort(key=lambda r: (-r.total, _tie_break(req.seed, r.node)))

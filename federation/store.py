@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS slots (
     idx INTEGER NOT NULL,
     generation INTEGER NOT NULL,
     revision INTEGER NOT NULL,
+    template TEXT NOT NULL,
     node TEXT,
     assigned_at REAL NOT NULL,
     explanation TEXT,
@@ -86,11 +87,12 @@ class Store:
             spec = deployment_from_document(json.loads(document))
             deployments[name] = DeploymentRecord(spec=spec, revision=revision, deleted=bool(deleted))
         slots: dict[SlotKey, SlotRecord] = {}
-        for dep, idx, gen, rev, node, at, expl in self.db.execute(
-            "SELECT deployment, idx, generation, revision, node, assigned_at, explanation FROM slots"
+        for dep, idx, gen, rev, template, node, at, expl in self.db.execute(
+            "SELECT deployment, idx, generation, revision, template, node, assigned_at, explanation"
+            " FROM slots"
         ):
             slots[(dep, idx)] = SlotRecord(deployment=dep, index=idx, generation=gen, revision=rev,
-                                           node=node, assigned_at=at,
+                                           template=template, node=node, assigned_at=at,
                                            explanation=json.loads(expl) if expl else None)
         return Desired(deployments=deployments, slots=slots)
 
@@ -157,10 +159,10 @@ class Store:
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
-                "INSERT OR REPLACE INTO slots (deployment, idx, generation, revision, node,"
-                " assigned_at, explanation) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (slot.deployment, slot.index, slot.generation, slot.revision, slot.node,
-                 slot.assigned_at, expl),
+                "INSERT OR REPLACE INTO slots (deployment, idx, generation, revision, template,"
+                " node, assigned_at, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (slot.deployment, slot.index, slot.generation, slot.revision, slot.template,
+                 slot.node, slot.assigned_at, expl),
             )
             self.db.execute(
                 "INSERT INTO generations (deployment, idx, generation) VALUES (?, ?, ?)"

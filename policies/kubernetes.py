@@ -128,9 +128,12 @@ class _Translator:
 
     # -- structure ---------------------------------------------------------------
 
+    def is_unread(self, path: FieldPath) -> bool:
+        return any(path[:len(done)] == done for done in self.unread)
+
     def cannot_read(self, path: FieldPath, message: str) -> None:
         """Report a part that cannot be walked, once: not again for what is under it."""
-        if not any(path[:len(done)] == done for done in self.unread):
+        if not self.is_unread(path):
             self.p.error(path, message)
             self.unread.append(path)
 
@@ -168,7 +171,7 @@ class _Translator:
 
     def deployment(self, doc: Any) -> dict[str, Any]:
         top = self.mapping(doc, (), required=True)
-        self.fields(top, (), _DEPLOYMENT, _DEPLOYMENT - {"status"})
+        self.fields(top, (), _DEPLOYMENT, _DEPLOYMENT)
         if not _empty(top.get("status")):
             self.p.warn(("status",), "is written by the cluster; ignored")
         meta = self.mapping(top.get("metadata"), ("metadata",), required=True)
@@ -228,8 +231,9 @@ class _Translator:
         errors_before = len(self.p.errors)
         wanted = self.mapping(doc.get("matchLabels"), (*path, "matchLabels"))
         requirements = self.requirements(doc.get("matchExpressions"), (*path, "matchExpressions"))
-        if len(self.p.errors) > errors_before or not isinstance(template_labels, dict | None):
-            return
+        if len(self.p.errors) > errors_before or self.is_unread(
+                (*_TEMPLATE, "metadata", "labels")):
+            return  # the selector or the labels are already reported as unreadable
         labels = {str(k): _text(v) for k, v in (template_labels or {}).items()}
         mismatch = None
         for key, want in wanted.items():

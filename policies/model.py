@@ -234,6 +234,8 @@ def deployment_from_document(doc: Any) -> Deployment:
 
 def _read_deployment(r: _Reader, doc: Any) -> Deployment | None:
     top = r.mapping(doc, (), required=True)
+    if not isinstance(doc, dict):
+        return None  # reported above; every field below would only repeat it
     r.known(top, (), {"apiVersion", "kind", "metadata", "spec"})
     if top.get("apiVersion") != API_VERSION:
         r.p.error(("apiVersion",), f"found {top.get('apiVersion')!r}, expected {API_VERSION!r}")
@@ -284,6 +286,8 @@ def _read_container(r: _Reader, value: Any, path: FieldPath) -> Container | None
     for i, item in enumerate(port_list):
         ppath = (*path, "ports", i)
         pdoc = r.mapping(item, ppath, required=True)
+        if not isinstance(item, dict):
+            continue  # reported above; "containerPort is required" would only repeat it
         r.known(pdoc, ppath, {"containerPort", "hostPort", "protocol"})
         cport = r.integer(pdoc.get("containerPort"), (*ppath, "containerPort"),
                           default=0, low=1, high=65535)

@@ -1,0 +1,72 @@
+"""The core loop with the process runtime (hosts without Docker): replicas are
+plain child processes that outlive their agent and are adopted on restart."""
+
+from __future__ import annotations
+
+import random
+
+import psutil
+
+from tests.integration.test_core_loop import running_pods, start
+from tests.support import edgefed, get_json, wait_until
+
+DEPLOYMENT = """\
+apiVersion: edgefed.io/v1
+kind: Deployment
+metadata:
+  name: worker
+spec:
+  replicas: {replicas}
+  container:
+    image: none
+    command: ["sleep", "{marker}"]
+    resources:
+      cpu: 50m
+      memory: 8Mi
+"""
+
+
+def sleepers(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] == ["sleep", marker]:
+            found.append(proc)
+    return found
+
+
+def test_process_runtime_runs_scales_and_deletes(make_federation, tmp_path):
+    fed = make_federation("process")
+    start(fed)
+    marker = str(random.randint(10**6, 10**7))
+    path = tmp_path / "worker.yaml"
+    for replicas in (3, 5, 2):
+        path.write_text(DEPLOYMENT.format(replicas=replicas, marker=marker))
+        edgefed("apply", "-f", str(path), server=fed.server)
+        pods = running_pods(fed, replicas)
+        wait_until(lambda n=replicas: len(sleepers(marker)) == n, timeout=30,
+                   what=f"{replicas} sleep processes")
+    assert len({p["site"] for p in pods}) == 2
+
+    edgefed("delete", "deployment", "worker", server=fed.server)
+    wait_until(lambda: not sleepers(marker), timeout=30, what="every process gone")
+    wait_until(lambda: get_json("deployments", fed.server) == [], timeout=30,
+               what="the deployment purged")
+
+
+def test_process_agent_restart_adopts_processes(make_federation, tmp_path):
+    fed = make_federation("process")
+    nodes = start(fed, sites=("a",))
+    marker = str(random.randint(10**6, 10**7))
+    path = tmp_path / "worker.yaml"
+    path.write_text(DEPLOYMENT.format(replicas=2, marker=marker))
+    edgefed("apply", "-f", str(path), server=fed.server)
+    running_pods(fed, 2)
+    pids = sorted(p.pid for p in wait_until(lambda: len(sleepers(marker)) == 2 and
+                                            sleepers(marker), timeout=30, what="2 processes"))
+
+    fed.agents[nodes[0]].kill()  # SIGKILL: no goodbye, the Last Will speaks for it
+    fed.start_agent(nodes[0], "site-a", extra=["--report-interval", "1"])
+    wait_until(lambda: all(p["state"] == "Running" and p["generation"] == 1
+                           for p in get_json("pods", fed.server)), timeout=30,
+               what="pods running at generation 1 after the agent restart")
+    assert sorted(p.pid for p in sleepers(marker)) == pids
