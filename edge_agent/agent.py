@@ -154,7 +154,11 @@ class Agent:
                 self.counters.refuse(incoming.topic, exc.reason)
                 continue
             if isinstance(message.body, wire.Command):
-                await self._handle_command(message.body, message.sender)
+                try:
+                    await self._handle_command(message.body, message.sender)
+                except Exception:  # one command we failed on must not stop the agent
+                    log.exception("failed to handle %s command from %s", message.body.op.value,
+                                  message.sender)
 
     async def _handle_command(self, cmd: wire.Command, sender: str) -> None:
         name = f"{cmd.deployment}/{cmd.slot}"
@@ -283,7 +287,8 @@ class Agent:
         return InstanceSpec(
             deployment=slot.deployment, slot=slot.slot, generation=slot.generation,
             revision=slot.revision, node=self.config.node, image=w.image, command=w.command,
-            args=w.args, env={**self._identity_env(slot), **w.env}, cpu_millis=w.cpu_millis, memory_bytes=w.memory_bytes,
+            args=w.args, env={**self._identity_env(slot), **w.env}, cpu_millis=w.cpu_millis,
+            memory_bytes=w.memory_bytes,
             ports=tuple(PortSpec(container_port=p.container_port, host_port=p.host_port,
                                  protocol=p.protocol) for p in w.ports),
             labels=dict(self.config.container_labels),

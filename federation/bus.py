@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
@@ -148,7 +148,7 @@ class Bus:
 
     # -- paho callbacks: hand over, never work ---------------------------------
 
-    def _in_loop(self, fn: Callable[[], None]) -> None:
+    def _in_loop(self, fn: Callable[[], object]) -> None:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -158,16 +158,16 @@ class Bus:
         else:
             self._loop.call_soon_threadsafe(fn)
 
-    def _on_socket_open(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_socket_open(self, client: paho.Client, _u: object, sock: Any) -> None:
         self._in_loop(lambda: self._loop.add_reader(sock, client.loop_read))
 
-    def _on_socket_close(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_socket_close(self, client: paho.Client, _u: object, sock: Any) -> None:
         self._in_loop(lambda: self._loop.remove_reader(sock))
 
-    def _on_register_write(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_register_write(self, client: paho.Client, _u: object, sock: Any) -> None:
         self._in_loop(lambda: self._loop.add_writer(sock, client.loop_write))
 
-    def _on_unregister_write(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_unregister_write(self, client: paho.Client, _u: object, sock: Any) -> None:
         self._in_loop(lambda: self._loop.remove_writer(sock))
 
     def _on_connect(self, _c: object, _u: object, _f: object, reason: object, _p: object) -> None:
@@ -260,8 +260,9 @@ class Bus:
         self._closing = True
         if final is not None and self.connected.is_set():
             info = self._client.publish(final[0], final[1], qos=1, retain=True)
+            # paho reports the PUBACK through a thread-safe flag only; poll it, bounded.
             deadline = self._loop.time() + 2.0
-            while not info.is_published() and self._loop.time() < deadline:
+            while not info.is_published() and self._loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         self._client.disconnect()
         self._lost.set()

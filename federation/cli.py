@@ -18,10 +18,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federation.client import DEFAULT_SERVER, SERVER_ENV, ApiClient, ApiError, quote
 from federation.output import FORMATS, resource_kind
+
+if TYPE_CHECKING:
+    from policies.loader import LoadResult
+    from policies.model import Deployment
 
 OK, FAILED, USAGE = 0, 1, 2
 # Subcommands that are whole programs with their own argparse.
@@ -193,10 +197,10 @@ def _width() -> int:
 # -- policy files ---------------------------------------------------------------
 
 
-def _load(paths: Sequence[str]) -> list[tuple[str, Any]] | None:
+def _load(paths: Sequence[str]) -> list[tuple[str, Deployment]] | None:
     """(file, deployment) for every deployment in the files, in order; None after
     printing every problem if any file does not load."""
-    loaded: list[tuple[str, Any]] = []
+    loaded: list[tuple[str, Deployment]] = []
     ok = True
     for path in paths:
         result = _load_one(path)
@@ -216,21 +220,21 @@ def _load(paths: Sequence[str]) -> list[tuple[str, Any]] | None:
     return loaded if ok else None
 
 
-def _load_one(path: str) -> Any:
+def _load_one(path: str) -> LoadResult | None:
+    """The file's deployments and warnings, or None after printing its problems
+    (the loader reports unreadable files as problems too)."""
     from policies.errors import PolicyError
     from policies.loader import load_path
 
     try:
         return load_path(path)
     except PolicyError as exc:
-        for problem in getattr(exc, "problems", None) or [exc]:
+        for problem in exc.problems:
             print(problem, file=sys.stderr)
-    except OSError as exc:
-        print(f"{path}: error: {(exc.strerror or str(exc)).lower()}", file=sys.stderr)
-    return None
+        return None
 
 
-def _document(deployment: Any) -> dict[str, Any]:
+def _document(deployment: Deployment) -> dict[str, Any]:
     from policies.model import deployment_to_document
 
     return deployment_to_document(deployment)

@@ -129,6 +129,10 @@ class Controller:
                 sender = _sender_hint(incoming.payload)
                 log.warning("refused message on %s from %s: %s", incoming.topic, sender,
                             exc.reason)
+            except Exception:  # a message we failed on must not stop the controller
+                self.rejected["internal error"] += 1
+                log.exception("failed to handle message on %s from %s", incoming.topic,
+                              _sender_hint(incoming.payload))
 
     def handle(self, topic: str, payload: bytes) -> None:
         node, message = wire.decode_from_topic(self.topics, topic, payload)

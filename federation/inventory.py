@@ -150,6 +150,8 @@ def site_labels(name: str, members: Iterable[Node]) -> dict[str, str]:
     """A site's labels: its name plus every label all of its nodes agree on."""
     common: dict[str, str] | None = None
     for node in members:
+        if node.capacity is None:
+            continue  # announced but not yet reported: it knows no labels to agree on
         labels = {k: v for k, v in node.labels.items() if k not in ("node",)}
         common = labels if common is None else {
             k: v for k, v in common.items() if labels.get(k) == v}

@@ -52,11 +52,12 @@ def resource_kind(text: str) -> str:
 # -- small formats --------------------------------------------------------------
 
 
-def format_age(seconds: float | None) -> str:
+def format_age(seconds: object) -> str:
     """``5s``, ``3m``, ``2h``, ``4d``: the largest whole unit, as kubectl shows ages."""
-    if seconds is None or not isinstance(seconds, int | float) or isinstance(seconds, bool):
+    value = _seconds(seconds)
+    if value is None:
         return UNKNOWN_AGE
-    s = max(0, int(seconds))
+    s = max(0, int(value))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= size:
             return f"{s // size}{unit}"

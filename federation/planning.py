@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from federation.inventory import Node, NodeState
-from federation.model import SlotKey, SlotRecord
+from federation.model import SlotKey, SlotRecord, template_of
 from federation.scheduler import Decision, Request, Round, Usage, place
 from policies.model import Deployment
 
@@ -61,13 +61,15 @@ def dry_run(spec: Deployment, nodes: Sequence[Node], slots: Mapping[SlotKey, Slo
             specs: Mapping[str, Deployment]) -> list[PlannedSlot]:
     """Where each replica of ``spec`` would run if applied now."""
     rnd = new_round(nodes, slots.values(), specs, exclude=spec.name)
+    template = template_of(spec)
     by_name = {n.name: n for n in nodes}
     out = []
     keep = []
     for index in range(spec.replicas):
         current = slots.get((spec.name, index))
         node = by_name.get(current.node) if current and current.node else None
-        if current is not None and node is not None and node.state is not NodeState.LOST:
+        if (current is not None and node is not None and node.state is not NodeState.LOST
+                and current.template == template):
             rnd.reserve(request_for(spec, index, current.generation), node.name)
             keep.append(PlannedSlot(slot=index, node=node.name, site=node.site, moves=False,
                                     message=f"stays on {node.name}"))

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from federation.localfed import LocalFederation, LocalFederationError, edgefed_argv, free_port
 
@@ -34,7 +35,7 @@ def _say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m", flush=True)
 
 
-def _get(server: str, path: str) -> object:
+def _get(server: str, path: str) -> Any:
     with urllib.request.urlopen(server + path, timeout=5) as reply:
         return json.load(reply)
 

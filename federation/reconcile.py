@@ -118,8 +118,10 @@ def _slot_actions(slot: SlotRecord, dep: DeploymentRecord, observed: Observed,
 
 
 def _any_live(observed: Observed, deployment: str) -> bool:
+    """Live instances that can still be stopped (a Lost node's cannot, until it returns)."""
     return any(d == deployment and r.state in LIVE_STATES
-               for (_, d, _), r in observed.instances.items())
+               and (n := observed.nodes.get(node)) is not None and n.state is not NodeState.LOST
+               for (node, d, _), r in observed.instances.items())
 
 
 def _superseded(desired: Desired, observed: Observed, now: float) -> list[Action]:

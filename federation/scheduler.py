@@ -36,8 +36,8 @@ class Request:
     memory_bytes: int = 0
     host_ports: tuple[int, ...] = ()
     has_command: bool = False
-    node_selector: Selector = Selector()
-    site_selector: Selector = Selector()
+    node_selector: Selector = field(default_factory=Selector)
+    site_selector: Selector = field(default_factory=Selector)
     weights: Mapping[str, float] = field(default_factory=dict)
     current_node: str | None = None  # where the replica runs now, if it is being replaced
 
@@ -140,6 +140,8 @@ class Round:
     nodes: Sequence[Node]
     committed: dict[str, Usage] = field(default_factory=dict)
     placed: dict[str, Counter[str]] = field(default_factory=dict)
+    # Reserved by placements in this round: always on top of what is already used.
+    reserved: dict[str, Usage] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_name = {n.name: n for n in self.nodes}
@@ -150,13 +152,16 @@ class Round:
         self.node_labels = {n.name: n.labels for n in self.nodes}
 
     def usage(self, node: Node) -> Usage:
+        """What is taken on ``node``: the larger of what the controller committed
+        and what the agent reports, plus what this round reserved."""
         reported = node.capacity.used if node.capacity else None
         mine = self.committed.get(node.name, Usage())
-        if reported is None:
-            return mine
-        return Usage(cpu_millis=max(mine.cpu_millis, reported.cpu_millis),
-                     memory_bytes=max(mine.memory_bytes, reported.memory_bytes),
-                     host_ports=mine.host_ports)
+        extra = self.reserved.get(node.name, Usage())
+        cpu, mem = mine.cpu_millis, mine.memory_bytes
+        if reported is not None:
+            cpu, mem = max(cpu, reported.cpu_millis), max(mem, reported.memory_bytes)
+        return Usage(cpu_millis=cpu + extra.cpu_millis, memory_bytes=mem + extra.memory_bytes,
+                     host_ports=mine.host_ports | extra.host_ports)
 
     def free(self, node: Node) -> tuple[int, int]:
         used = self.usage(node)
@@ -164,8 +169,8 @@ class Round:
         return alloc.cpu_millis - used.cpu_millis, alloc.memory_bytes - used.memory_bytes
 
     def reserve(self, request: Request, node: str) -> None:
-        cur = self.committed.get(node, Usage())
-        self.committed[node] = Usage(
+        cur = self.reserved.get(node, Usage())
+        self.reserved[node] = Usage(
             cpu_millis=cur.cpu_millis + request.cpu_millis,
             memory_bytes=cur.memory_bytes + request.memory_bytes,
             host_ports=cur.host_ports | frozenset(request.host_ports),
@@ -242,7 +247,7 @@ def resources_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
 def host_port_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
     if not req.host_ports:
         return []
-    taken = rnd.committed.get(node.name, Usage()).host_ports
+    taken = rnd.usage(node).host_ports
     clash = sorted(set(req.host_ports) & taken)
     return [Rejection(reason=f"host port {clash[0]} in use")] if clash else []
 

@@ -258,6 +258,16 @@ def encode(
 # -- decoding ------------------------------------------------------------------
 
 
+def _finite(value: Any) -> bool:
+    """A JSON number that fits a float (huge integers overflow, NaN and inf are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 class _Fields:
     """Strict typed reads from one JSON object; raises Refused naming the field."""
 
@@ -274,7 +284,7 @@ class _Fields:
             return default
         return self.obj[name]
 
-    def str(self, name: str, default: str = "", *, required: bool = True,
+    def text(self, name: str, default: str = "", *, required: bool = True,
             max_len: int = 1024) -> str:
         value = self._get(name, default, required)
         if not isinstance(value, str):
@@ -283,7 +293,7 @@ class _Fields:
             raise Refused(f"{self.where}.{name} is longer than {max_len} characters")
         return value
 
-    def int(self, name: str, default: int = 0, *, required: bool = True,
+    def integer(self, name: str, default: int = 0, *, required: bool = True,
             low: int = 0, high: int = 2**63 - 1) -> int:
         value = self._get(name, default, required)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -292,27 +302,25 @@ class _Fields:
             raise Refused(f"{self.where}.{name}={value} is out of range [{low}, {high}]")
         return value
 
-    def opt_int(self, name: str) -> int | None:
+    def opt_int(self, name: str, *, low: int = -(2**31), high: int = 2**31 - 1) -> int | None:
         if self.obj.get(name) is None:
             return None
-        return self.int(name, low=-(2**31), high=2**31)
+        return self.integer(name, low=low, high=high)
 
-    def float(self, name: str, default: float = 0.0, *, required: bool = True) -> float:
+    def number(self, name: str, default: float = 0.0, *, required: bool = True) -> float:
         value = self._get(name, default, required)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value
-        ):
+        if not _finite(value):
             raise Refused(f"{self.where}.{name} must be a finite number")
         return float(value)
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def flag(self, name: str, default: bool = False) -> bool:
         value = self._get(name, default, False)
         if not isinstance(value, bool):
             raise Refused(f"{self.where}.{name} must be true or false")
         return value
 
     def enum(self, name: str, kind: type[_E]) -> _E:
-        raw = self.str(name)
+        raw = self.text(name)
         try:
             return kind(raw)
         except ValueError:
@@ -323,7 +331,7 @@ class _Fields:
         value = self._get(name, None, required)
         return None if value is None else _Fields(value, f"{self.where}.{name}")
 
-    def list(self, name: str, *, max_items: int = 10_000) -> list[Any]:
+    def items(self, name: str, *, max_items: int = 10_000) -> list[Any]:
         value = self._get(name, [], False)
         if not isinstance(value, list):
             raise Refused(f"{self.where}.{name} must be a list")
@@ -332,7 +340,7 @@ class _Fields:
         return value
 
     def str_list(self, name: str) -> tuple[str, ...]:
-        items = self.list(name)
+        items = self.items(name)
         if not all(isinstance(i, str) for i in items):
             raise Refused(f"{self.where}.{name} must be a list of strings")
         return tuple(items)
@@ -350,7 +358,7 @@ class _Fields:
         if not isinstance(value, dict):
             raise Refused(f"{self.where}.{name} must be an object of numbers")
         for v in value.values():
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            if not _finite(v):
                 raise Refused(f"{self.where}.{name} must be an object of numbers")
         return {k: float(v) for k, v in value.items()}
 
@@ -358,71 +366,71 @@ class _Fields:
 def _presence(f: _Fields) -> Presence:
     return Presence(
         state=f.enum("state", PresenceState),
-        site=f.str("site", required=False, max_len=128),
-        agent_version=f.str("agent_version", required=False, max_len=64),
+        site=f.text("site", required=False, max_len=128),
+        agent_version=f.text("agent_version", required=False, max_len=64),
     )
 
 
 def _resources(f: _Fields | None) -> Resources:
     assert f is not None
     return Resources(
-        cpu_millis=f.int("cpu_millis"),
-        memory_bytes=f.int("memory_bytes"),
-        disk_bytes=f.int("disk_bytes", required=False),
+        cpu_millis=f.integer("cpu_millis"),
+        memory_bytes=f.integer("memory_bytes"),
+        disk_bytes=f.integer("disk_bytes", required=False),
     )
 
 
 def _instance(f: _Fields) -> InstanceReport:
     return InstanceReport(
-        deployment=f.str("deployment", max_len=63),
-        slot=f.int("slot", high=100_000),
-        generation=f.int("generation"),
-        revision=f.int("revision", required=False),
-        state=f.str("state", max_len=32),
-        cpu_millis=f.int("cpu_millis", required=False),
-        memory_bytes=f.int("memory_bytes", required=False),
+        deployment=f.text("deployment", max_len=63),
+        slot=f.integer("slot", high=100_000),
+        generation=f.integer("generation"),
+        revision=f.integer("revision", required=False),
+        state=f.text("state", max_len=32),
+        cpu_millis=f.integer("cpu_millis", required=False),
+        memory_bytes=f.integer("memory_bytes", required=False),
         exit_code=f.opt_int("exit_code"),
-        reason=f.str("reason", required=False, max_len=4096),
-        restarts=f.int("restarts", required=False),
+        reason=f.text("reason", required=False, max_len=4096),
+        restarts=f.integer("restarts", required=False),
     )
 
 
 def _capacity(f: _Fields) -> Capacity:
     return Capacity(
-        site=f.str("site", max_len=128),
-        arch=f.str("arch", max_len=32),
-        os=f.str("os", max_len=32),
-        runtime=f.str("runtime", max_len=32),
+        site=f.text("site", max_len=128),
+        arch=f.text("arch", max_len=32),
+        os=f.text("os", max_len=32),
+        runtime=f.text("runtime", max_len=32),
         labels=f.str_map("labels"),
         allocatable=_resources(f.obj_field("allocatable")),
         used=_resources(f.obj_field("used")),
         images=f.str_list("images"),
         instances=tuple(
             _instance(_Fields(item, f"{f.where}.instances[{i}]"))
-            for i, item in enumerate(f.list("instances"))
+            for i, item in enumerate(f.items("instances"))
         ),
         rtt_ms=f.float_map("rtt_ms"),
-        interval=f.float("interval", 5.0, required=False),
+        interval=f.number("interval", 5.0, required=False),
     )
 
 
 def _workload(f: _Fields) -> WorkloadBody:
     ports = []
-    for i, item in enumerate(f.list("ports", max_items=64)):
+    for i, item in enumerate(f.items("ports", max_items=64)):
         p = _Fields(item, f"{f.where}.ports[{i}]")
-        host = p.opt_int("host_port")
-        ports.append(PortBody(container_port=p.int("container_port", low=1, high=65535),
+        host = p.opt_int("host_port", low=1, high=65535)
+        ports.append(PortBody(container_port=p.integer("container_port", low=1, high=65535),
                               host_port=host,
-                              protocol=p.str("protocol", "tcp", required=False, max_len=8)))
+                              protocol=p.text("protocol", "tcp", required=False, max_len=8)))
     return WorkloadBody(
-        image=f.str("image", max_len=512),
+        image=f.text("image", max_len=512),
         command=f.str_list("command"),
         args=f.str_list("args"),
         env=f.str_map("env"),
         ports=tuple(ports),
-        cpu_millis=f.int("cpu_millis", required=False),
-        memory_bytes=f.int("memory_bytes", required=False),
-        restart_policy=f.str("restart_policy", "Always", required=False, max_len=16),
+        cpu_millis=f.integer("cpu_millis", required=False),
+        memory_bytes=f.integer("memory_bytes", required=False),
+        restart_policy=f.text("restart_policy", "Always", required=False, max_len=16),
     )
 
 
@@ -431,13 +439,13 @@ def _command(f: _Fields) -> Command:
     workload_fields = f.obj_field("workload", required=op is CommandOp.RUN)
     return Command(
         op=op,
-        command_id=f.str("command_id", max_len=128),
-        deployment=f.str("deployment", max_len=63),
-        slot=f.int("slot", high=100_000),
-        generation=f.int("generation"),
-        revision=f.int("revision", required=False),
+        command_id=f.text("command_id", max_len=128),
+        deployment=f.text("deployment", max_len=63),
+        slot=f.integer("slot", high=100_000),
+        generation=f.integer("generation"),
+        revision=f.integer("revision", required=False),
         workload=_workload(workload_fields) if workload_fields else None,
-        tail=f.int("tail", 100, required=False, high=10_000),
+        tail=f.integer("tail", 100, required=False, high=10_000),
     )
 
 
@@ -446,11 +454,11 @@ def _event(f: _Fields) -> Event:
     inst = f.obj_field("instance", required=etype is EventType.INSTANCE)
     return Event(
         type=etype,
-        command_id=f.str("command_id", required=False, max_len=128),
+        command_id=f.text("command_id", required=False, max_len=128),
         instance=_instance(inst) if inst else None,
-        reason=f.str("reason", required=False, max_len=4096),
-        logs=f.str("logs", required=False, max_len=MAX_PAYLOAD),
-        duplicate=f.bool("duplicate"),
+        reason=f.text("reason", required=False, max_len=4096),
+        logs=f.text("logs", required=False, max_len=MAX_PAYLOAD),
+        duplicate=f.flag("duplicate"),
     )
 
 
@@ -469,12 +477,12 @@ def decode(payload: bytes, *, expected_schema: str | None = None) -> Message:
         raise Refused(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} byte limit")
     try:
         raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # also UnicodeDecodeError, and integers beyond the digit limit
         raise Refused(f"payload is not JSON: {exc}") from None
     except RecursionError:
         raise Refused("payload nests too deeply") from None
     env = _Fields(raw, "envelope")
-    schema = env.str("schema", max_len=64)
+    schema = env.text("schema", max_len=64)
     if schema not in _BODY_DECODERS:
         known = schema.rsplit("/", 1)[0] + "/1"
         if known in _BODY_DECODERS:
@@ -487,10 +495,10 @@ def decode(payload: bytes, *, expected_schema: str | None = None) -> Message:
     assert body_fields is not None
     return Message(
         schema=schema,
-        sender=env.str("sender", max_len=128),
-        epoch=env.str("epoch", max_len=128),
-        seq=env.int("seq"),
-        sent_at=env.float("sent_at"),
+        sender=env.text("sender", max_len=128),
+        epoch=env.text("epoch", max_len=128),
+        seq=env.integer("seq"),
+        sent_at=env.number("sent_at"),
         body=_BODY_DECODERS[schema](body_fields),
     )
 

@@ -4,7 +4,6 @@ command line, and garbage on every MQTT topic the controller and agents read."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import paho.mqtt.client as paho

@@ -192,9 +192,6 @@ def test_site_labels_drop_labels_the_nodes_disagree_on() -> None:
     assert site_labels("empty", []) == {"site": "empty"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: federation/inventory.py site_labels: a node without a capacity report (labels only "
-    "node/site) takes part in the intersection and erases every label of its site"))
 def test_a_node_waiting_for_its_first_report_does_not_erase_site_labels() -> None:
     inv = Inventory()
     inv.observe_capacity("b1", "e", capacity(labels={"region": "eu"}), 0.0)

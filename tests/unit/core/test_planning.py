@@ -193,11 +193,6 @@ def test_dry_run_of_a_scale_down_lists_only_the_remaining_replicas() -> None:
                                 message="stays on n1")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: federation/planning.py dry_run keeps every placed slot ('stays on n1') without "
-    "comparing its template with the new spec; reconcile re-places a slot whose template "
-    "changed and the scheduler then moves it when the new resources no longer fit, so "
-    "`edgefed plan` promises a placement `apply` does not make"))
 def test_dry_run_of_a_template_change_that_no_longer_fits() -> None:
     old = spec(replicas=1, memory=GiB)
     new = spec(replicas=1, memory=6 * GiB)

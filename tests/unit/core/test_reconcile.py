@@ -201,8 +201,9 @@ SCENARIOS = [
     pytest.param(
         desired(deployment(deleted=True)),
         observed(node("n1", NodeState.LOST), instances={("n1", "web", 0): instance(0)}),
-        [Stop(node="n1", deployment="web", index=0, generation=1, reason="no such slot")],
-        id="deleted-waits-while-a-lost-node-last-reported-it-live"),
+        [Purge(deployment="web"),
+         Stop(node="n1", deployment="web", index=0, generation=1, reason="no such slot")],
+        id="deleted-purges-though-a-lost-node-last-reported-it-live"),
     pytest.param(
         desired(deployment(), slots=[slot(generation=3)]),
         observed(node("n1"), instances={("n1", "web", 0): instance(generation=2)}),

@@ -324,7 +324,7 @@ def test_host_port_conflict_after_one_placement() -> None:
     rnd = Round(nodes=[node("n1")])
     first = place(request(0, host_ports=(8080,)), rnd)
     assert first.node == "n1"
-    assert rnd.committed["n1"] == Usage(cpu_millis=0, memory_bytes=0, host_ports=frozenset({8080}))
+    assert rnd.reserved["n1"] == Usage(cpu_millis=0, memory_bytes=0, host_ports=frozenset({8080}))
     second = place(request(1, host_ports=(8080,)), rnd)
     assert second.node is None
     assert second.explanation.message == "0/1 nodes fit: 1 host port 8080 in use"
@@ -350,7 +350,7 @@ def test_reservations_fill_a_node() -> None:
     rnd = Round(nodes=[node("n1", cpu=1000)])
     placed = [place(request(i, cpu_millis=400), rnd).node for i in range(3)]
     assert placed == ["n1", "n1", None]
-    assert rnd.committed["n1"].cpu_millis == 800
+    assert rnd.reserved["n1"].cpu_millis == 800
 
 
 def test_committed_usage_counts_when_reports_lag() -> None:
@@ -361,11 +361,6 @@ def test_committed_usage_counts_when_reports_lag() -> None:
         "0/1 nodes fit: 1 insufficient cpu (need 200m, most free 100m)")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: federation/scheduler.py Round.usage takes max(committed, reported) per "
-    "dimension, so while the agent reports more usage than the controller has committed "
-    "(instances being replaced, superseded, or not from this controller) the replicas "
-    "reserved in this round are swallowed by the max and the node is over-committed"))
 def test_reservations_count_on_top_of_reported_usage() -> None:
     rnd = Round(nodes=[node("n1", cpu=1000, used_cpu=600)])
     assert place(request(0, cpu_millis=300), rnd).node == "n1"
@@ -376,11 +371,6 @@ def test_reservations_count_on_top_of_reported_usage() -> None:
         "0/1 nodes fit: 1 insufficient cpu (need 300m, most free 100m)")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: federation/inventory.py site_labels intersects the labels of every node "
-    "in the site, including nodes without a capacity report (labels only node/site), so "
-    "one newly announced node erases its site's labels and every site selector on them "
-    "refuses the whole site"))
 def test_a_node_waiting_for_its_first_report_keeps_site_labels() -> None:
     ready = node("n1", site="berlin", labels={"region": "eu"})
     waiting = node("n2", site="berlin", state=NodeState.SUSPECT, reported=False)
