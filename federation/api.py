@@ -46,6 +46,25 @@ async def healthz(request: web.Request) -> web.Response:
                               "rejected_messages": dict(c.rejected)})
 
 
+def _quantile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Counters for operators and benchmarks: command round trips, refusals."""
+    c = _controller(request)
+    acks = sorted(c.ack_latencies)
+    return web.json_response({
+        "command_ack_seconds": {"count": len(acks), "p50": _quantile(acks, 0.50),
+                                "p99": _quantile(acks, 0.99), "max": acks[-1] if acks else None},
+        "commands_inflight": len(c.inflight),
+        "rejected_messages": dict(c.rejected),
+        "broker_connects": c.bus.connects if c.bus is not None else 0,
+    })
+
+
 async def get_nodes(request: web.Request) -> web.Response:
     c = _controller(request)
     now = time.time()
@@ -223,6 +242,7 @@ def make_app(controller: Controller) -> web.Application:
     app[CONTROLLER] = controller
     app.add_routes([
         web.get("/api/v1/healthz", healthz),
+        web.get("/api/v1/stats", stats),
         web.get("/api/v1/nodes", get_nodes),
         web.get("/api/v1/sites", get_sites),
         web.get("/api/v1/deployments", get_deployments),

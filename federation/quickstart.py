@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true",
                         help="tear down as soon as the deployment runs")
     parser.add_argument("--runtime", choices=("auto", "docker", "process"), default="auto")
+    parser.add_argument("--api-port", type=int, default=7070,
+                        help="port of the controller's API (default 7070, the CLI's default; "
+                        "0 or busy: any free port)")
+    parser.add_argument("--container-label", action="append", default=[], metavar="K=V",
+                        help="extra label on every container the agents create")
     args = parser.parse_args(argv)
 
     runtime = args.runtime
@@ -82,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     example = EXAMPLES / ("seed-kubernetes.yaml" if runtime == "docker" else "quickstart-process.yaml")
     name = "myapp" if runtime == "docker" else "hello"
 
-    fed = LocalFederation(args.workdir, runtime=runtime)
+    fed = LocalFederation(args.workdir, runtime=runtime, container_labels=args.container_label)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         _say(f"starting Mosquitto, the controller and {len(SITES)} agents (logs in {args.workdir})")
         fed.start_broker()
-        fed.api_port = 7070 if _port_free(7070) else free_port()
+        fed.api_port = args.api_port if args.api_port and _port_free(args.api_port) else free_port()
         fed.start_controller()
         for node, site, labels in SITES:
             fed.start_agent(node, site, labels=labels, extra=["--report-interval", "2"])
@@ -132,14 +137,16 @@ def _port_free(port: int) -> bool:
 
 def _next_steps(fed: LocalFederation, name: str) -> None:
     env = "" if fed.api_port == 7070 else f"export EDGEFED_SERVER={fed.server}\n  "
-    print(f"""
-Where to look next (in another terminal, from this directory):
-  {env}.venv/bin/edgefed get nodes -o wide        # three sites, their capacity and labels
-  .venv/bin/edgefed describe deployment {name}   # why each replica went where it did
-  .venv/bin/edgefed logs {name}/0                # a replica's log, fetched through its agent
-  .venv/bin/edgefed get pods -o json             # the same, for scripts
-  Logs of every process: {fed.workdir}
-""", flush=True)
+    steps = [
+        ("get nodes -o wide", "three sites, their capacity and labels"),
+        (f"describe deployment {name}", "why each replica went where it did"),
+        (f"logs {name}/0", "a replica's log, fetched through its agent"),
+        ("get pods -o json", "the same, for scripts"),
+    ]
+    width = max(len(cmd) for cmd, _ in steps)
+    lines = "\n".join(f"  .venv/bin/edgefed {cmd:<{width}}  # {why}" for cmd, why in steps)
+    print(f"\nWhere to look next (in another terminal, from this directory):\n  {env}"
+          f"{lines.lstrip()}\n  Logs of every process: {fed.workdir}\n", flush=True)
 
 
 def _teardown(fed: LocalFederation, name: str) -> None:

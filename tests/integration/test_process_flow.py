@@ -19,7 +19,7 @@ spec:
   replicas: {replicas}
   container:
     image: none
-    command: ["sleep", "{marker}"]
+    command: ["sh", "-c", "echo slot $EDGEFED_SLOT on $EDGEFED_NODE; exec sleep {marker}"]
     resources:
       cpu: 50m
       memory: 8Mi
@@ -46,6 +46,12 @@ def test_process_runtime_runs_scales_and_deletes(make_federation, tmp_path):
         wait_until(lambda n=replicas: len(sleepers(marker)) == n, timeout=30,
                    what=f"{replicas} sleep processes")
     assert len({p["site"] for p in pods}) == 2
+    pod = pods[0]
+    logs = wait_until(lambda: (out := edgefed("logs", f"worker/{pod['slot']}", server=fed.server)
+                               .stdout) and "slot" in out and out, timeout=20, what="the log line")
+    assert logs.strip() == f"slot {pod['slot']} on {pod['node']}"
+    missing = edgefed("logs", "worker/9", server=fed.server, check=False)
+    assert missing.returncode == 1 and "worker/9 is not placed on any node" in missing.stderr
 
     edgefed("delete", "deployment", "worker", server=fed.server)
     wait_until(lambda: not sleepers(marker), timeout=30, what="every process gone")
