@@ -59,8 +59,8 @@ spec:
   container:
     image: myapp:latest
     resources:
-      cpu: 10m
-      memory: 8Mi
+      cpu: {cpu}
+      memory: {memory}
 """
 
 # The process runtime ignores the image; it needs a command.
@@ -75,8 +75,8 @@ spec:
     image: none
     command: ["sleep", "3600"]
     resources:
-      cpu: 10m
-      memory: 8Mi
+      cpu: {cpu}
+      memory: {memory}
 """
 
 
@@ -201,7 +201,12 @@ class Bench:
         self.fed = LocalFederation(workdir, topic_root=f"bench-{bench_id}", runtime=args.runtime,
                                    container_labels=[self.label], tag=bench_id)
         self.api = Api("")
+        self.current: dict[str, Any] = {"phase": "start"}
         self.template = DOCKER_DEPLOYMENT if args.runtime == "docker" else PROCESS_DEPLOYMENT
+
+    def document(self, name: str, replicas: int) -> str:
+        return self.template.format(name=name, replicas=replicas, cpu=self.args.cpu,
+                                    memory=self.args.memory)
 
     def guard(self) -> None:
         for proc in [self.fed.broker, self.fed.controller, *self.fed.agents.values()]:
@@ -242,8 +247,19 @@ class Bench:
             return docker_remove(self.label, f"edgefed.deployment={name}")
         return process_stop_all(self.fed, name)
 
+    def warm_up(self) -> float:
+        """One throwaway 1-replica run, not counted: the controller holds its first
+        reconcile pass for a warm-up after connecting (so retained reports arrive
+        first), and the first container start pays for cold caches."""
+        name = f"warmup-{self.bench_id}"
+        self.current = {"phase": "warm-up", "name": name}
+        run = self.run_once(1, name)
+        if run["seconds"] is None:
+            raise BenchAborted(f"warm-up: {run.get('timed_out') or run.get('cleanup_timed_out')}")
+        return float(run["seconds"])
+
     def run_once(self, replicas: int, name: str) -> dict[str, Any]:
-        document = yaml.safe_load(self.template.format(name=name, replicas=replicas))
+        document = yaml.safe_load(self.document(name, replicas))
         polls: list[float] = []
         last: dict[str, Any] = {}
 
@@ -270,6 +286,7 @@ class Bench:
         if not ok:
             run["timed_out"] = (f"running {last.get('running')} of {replicas} "
                                 f"(placed {last.get('placed')}) after {self.args.timeout} s")
+        self.current["phase"] = "delete"
         run.update(self.delete(name))
         return run
 
@@ -287,27 +304,25 @@ class Bench:
                 "cleanup_timed_out": f"instances of {name} still there after {self.args.timeout} s;"
                                      f" removed {removed} by force"}
 
-    def run_size(self, replicas: int) -> dict[str, Any]:
-        runs = []
-        timed_out = None
-        for i in range(self.args.repeat):
-            name = f"e2e-{replicas}r-{i}-{uuid.uuid4().hex[:6]}"
-            progress(f"{replicas} replica(s), run {i + 1}/{self.args.repeat}: {name}")
-            run = self.run_once(replicas, name)
-            runs.append(run)
-            progress(f"  all running after {run['seconds']} s; "
-                     f"gone {run['delete_to_gone_seconds']} s after delete")
-            if "timed_out" in run or "cleanup_timed_out" in run:
-                timed_out = run.get("timed_out") or run["cleanup_timed_out"]
-                progress(f"  timed out: {timed_out}; skipping the rest of this size")
-                break
-        done = [r["seconds"] for r in runs if r["seconds"] is not None]
-        return {
-            "replicas": replicas,
-            "seconds": summary(done),
-            "timed_out": timed_out,
-            "runs": runs,
-        }
+    def run_size(self, result: dict[str, Any]) -> None:
+        """Fill ``result`` run by run, so that an abort keeps what was measured."""
+        replicas = result["replicas"]
+        try:
+            for i in range(self.args.repeat):
+                name = f"e2e-{replicas}r-{i}-{uuid.uuid4().hex[:6]}"
+                self.current = {"phase": "apply", "replicas": replicas, "run": i + 1, "name": name}
+                progress(f"{replicas} replica(s), run {i + 1}/{self.args.repeat}: {name}")
+                run = self.run_once(replicas, name)
+                result["runs"].append(run)
+                progress(f"  all running after {run['seconds']} s; "
+                         f"gone {run['delete_to_gone_seconds']} s after delete")
+                if "timed_out" in run or "cleanup_timed_out" in run:
+                    result["timed_out"] = run.get("timed_out") or run["cleanup_timed_out"]
+                    progress(f"  timed out: {result['timed_out']}; skipping the rest of this size")
+                    break
+        finally:
+            result["seconds"] = summary([r["seconds"] for r in result["runs"]
+                                         if r["seconds"] is not None])
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -394,6 +409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (default 3)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds any single wait may take (default 120)")
+    parser.add_argument("--cpu", default="10m", help="cpu of each replica (default 10m)")
+    parser.add_argument("--memory", default="8Mi", help="memory of each replica (default 8Mi)")
     parser.add_argument("--keep-workdir", action="store_true",
                         help="keep the work directory (broker, controller and agent logs)")
     args = parser.parse_args(argv)
@@ -433,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "topology": {"agents": len(SITES), "sites": len(SITES),
                      "agent_report_interval_seconds": float(REPORT_INTERVAL)},
-        "workload": yaml.safe_load(bench.template.format(name="NAME", replicas=0))["spec"]["container"],
+        "workload": yaml.safe_load(bench.document("NAME", 0))["spec"]["container"],
         "repeat": args.repeat,
         "timeout_seconds": args.timeout,
         "environment": environment(args.runtime),
@@ -443,20 +460,24 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         bench.start()
+        report["warmup_seconds"] = round(bench.warm_up(), 4)
         for size in args.sizes:
-            report["results"].append(bench.run_size(size))
+            result: dict[str, Any] = {"replicas": size, "seconds": None, "timed_out": None,
+                                      "runs": []}
+            report["results"].append(result)
+            bench.run_size(result)
         report["command_ack_seconds"] = bench.api.get("stats")["command_ack_seconds"]
         report["command_ack_note"] = ("controller command -> agent ack, over every run and stop "
                                       "command of the whole bench (deletes included)")
     except (BenchAborted, LocalFederationError) as exc:
-        report["aborted"] = str(exc)
+        report["aborted"] = {"reason": str(exc), "during": bench.current}
         code = 1
     except KeyboardInterrupt:
-        report["aborted"] = "interrupted"
+        report["aborted"] = {"reason": "interrupted", "during": bench.current}
         code = 130
     except Exception as exc:  # still clean up and print what was measured
         traceback.print_exc()
-        report["aborted"] = repr(exc)
+        report["aborted"] = {"reason": repr(exc), "during": bench.current}
         code = 1
     finally:
         # A second Ctrl-C must not leave containers or processes behind.

@@ -149,6 +149,8 @@ class Bus:
     # -- paho callbacks: hand over, never work ---------------------------------
 
     def _in_loop(self, fn: Callable[[], object]) -> None:
+        if self._loop.is_closed():
+            return  # paho cleaning up after the loop ended: nothing left to tell
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

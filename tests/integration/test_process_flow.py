@@ -4,9 +4,11 @@ plain child processes that outlive their agent and are adopted on restart."""
 from __future__ import annotations
 
 import random
+import sys
 
 import psutil
 
+from federation.localfed import Proc
 from tests.integration.test_core_loop import running_pods, start
 from tests.support import edgefed, get_json, wait_until
 
@@ -76,3 +78,21 @@ def test_process_agent_restart_adopts_processes(make_federation, tmp_path):
                            for p in get_json("pods", fed.server)), timeout=30,
                what="pods running at generation 1 after the agent restart")
     assert sorted(p.pid for p in sleepers(marker)) == pids
+
+
+def test_agent_from_a_config_file_joins_the_federation(make_federation, tmp_path):
+    fed = make_federation("process")
+    fed.start_controller()
+    node = f"cfg-{fed.tag}"
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"broker: {fed.broker_url}\nsite: site-cfg\nnode: {node}\n"
+                      f"runtime: process\nstate_dir: {fed.workdir / 'agents' / node}\n"
+                      "labels:\n  tier: edge\nreport_interval: 1\n")
+    proc = Proc(f"agent {node}", [sys.executable, "-m", "edge_agent.cli", "--config", str(config)],
+                fed.workdir / f"agent-{node}.log", fed.env()).start()
+    fed.agents[node] = proc
+    ready = wait_until(lambda: [n for n in get_json("nodes", fed.server)
+                                if n["name"] == node and n["state"] == "Ready"],
+                       timeout=30, what="the agent configured from a file to be Ready")
+    assert ready[0]["site"] == "site-cfg"
+    assert ready[0]["labels"]["tier"] == "edge"

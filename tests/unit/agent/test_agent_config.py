@@ -1,0 +1,66 @@
+"""Agent settings from flags and from the YAML file, and their errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import AgentConfig, ConfigError, add_arguments, from_args, parse_labels
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def parse(*argv: str) -> AgentConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_args(parser.parse_args(list(argv)))
+
+
+def test_the_example_file_loads_and_flags_override_it():
+    config = parse("--config", str(REPO / "deploy" / "agent.example.yaml"), "--node", "pi-02")
+    assert config.broker == "mqtt://broker.example.internal:1883"
+    assert config.site == "factory-berlin"
+    assert config.node == "pi-02"
+    assert config.labels == {"tier": "edge", "region": "eu-central", "country": "de"}
+    assert config.state_dir == Path("/var/lib/edgefed")
+    assert config.report_interval == 5
+
+
+def test_flags_alone():
+    config = parse("--broker", "mqtt://b:1883", "--site", "s1", "--node", "n1",
+                   "--labels", "tier=edge, gpu=true", "--cpu", "1500m", "--memory", "1Gi",
+                   "--container-label", "team=ops")
+    assert config.labels == {"tier": "edge", "gpu": "true"}
+    assert (config.cpu_millis, config.memory_bytes) == (1500, 1024**3)
+    assert config.container_labels == {"team": "ops"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "yaml_text", "message"),
+    [
+        (["--site", "s"], None, "--broker is required"),
+        (["--broker", "mqtt://b", "--site", "s", "--node", "bad/name"], None,
+         "node 'bad/name': use letters, digits"),
+        (["--broker", "mqtt://b", "--site", "s", "--labels", "tier"], None,
+         "label 'tier' must be written key=value"),
+        (["--broker", "mqtt://b", "--site", "s", "--cpu", "lots"], None,
+         "'lots' is not a cpu quantity"),
+        ([], "broker: mqtt://b\nsite: s\nsight: typo\n", "unknown setting(s) sight"),
+        ([], "- a list\n", "expected a mapping of settings"),
+        ([], "broker: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_setting(tmp_path, argv, yaml_text, message):
+    if yaml_text is not None:
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml_text)
+        argv = ["--config", str(path), *argv]
+    with pytest.raises(ConfigError) as err:
+        parse(*argv)
+    assert message in str(err.value)
+
+
+def test_parse_labels_skips_empty_items():
+    assert parse_labels("a=1,,b=2,") == {"a": "1", "b": "2"}
