@@ -124,7 +124,7 @@ class Bus:
         self.connected = asyncio.Event()
         self.broker: Broker | None = None
         self.connects = 0
-        self._lost: asyncio.Event = asyncio.Event()
+        self.lost = asyncio.Event()  # set while disconnected (after a first connect)
         self._loop = asyncio.get_running_loop()
         self._misc: asyncio.Task[None] | None = None
         self._closing = False
@@ -185,7 +185,7 @@ class Bus:
     def _on_disconnect(self, _c: object, _u: object, _f: object, reason: object, _p: object) -> None:
         def lost() -> None:
             self.connected.clear()
-            self._lost.set()
+            self.lost.set()
             if self._connack is not None and not self._connack.done():
                 self._connack.set_exception(BrokerUnavailable(f"disconnected: {reason}"))
 
@@ -207,7 +207,7 @@ class Bus:
             will = self._will()
             self._client.will_set(will.topic, will.payload, qos=1, retain=True)
         self._connack = self._loop.create_future()
-        self._lost.clear()
+        self.lost.clear()
         try:
             # The TCP connect blocks (DNS, SYN); keep it off the event loop.
             await asyncio.to_thread(self._client.connect, broker.host, broker.port, self.keepalive)
@@ -243,7 +243,7 @@ class Bus:
             log.info("connected to %s as %s", self.broker, self.client_id)
             if on_connect is not None:
                 await on_connect()
-            await self._lost.wait()
+            await self.lost.wait()
             if not self._closing:
                 log.warning("lost connection to %s; reconnecting", self.broker)
 
@@ -267,7 +267,7 @@ class Bus:
             while not info.is_published() and self._loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         self._client.disconnect()
-        self._lost.set()
+        self.lost.set()
         if self._misc is not None:
             self._misc.cancel()
 

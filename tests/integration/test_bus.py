@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from federation.bus import BadBrokerURL, Bus, Will, parse_brokers
@@ -66,8 +65,7 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path
         assert await _next(sub) == ("q/1", b"before")
 
         proc.stop()
-        await asyncio.wait_for(_until(lambda: not pub.connected.is_set()
-                                      and not sub.connected.is_set()), 10)
+        await asyncio.wait_for(asyncio.gather(pub.lost.wait(), sub.lost.wait()), 10)
         pub.publish("q/2", b"during the outage")  # queued by the client, sent on reconnect
         proc = start_broker(tmp_path / "b", port=port)[0]
         assert await _next(sub, within=20) == ("q/2", b"during the outage")
@@ -81,8 +79,3 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path
     proc = asyncio.run(main(proc))
     proc.stop()
 
-
-async def _until(check: Callable[[], bool]) -> None:
-    """Yield to the loop until ``check`` holds (callers bound it with wait_for)."""
-    while not check():
-        await asyncio.sleep(0.05)
