@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     code = 0
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # Also when started with SIGINT ignored (a background job of a script).
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         bench.start()
         report["warmup_seconds"] = round(bench.warm_up(), 4)
@@ -488,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         report["cleanup"] = cleanup(bench, args.keep_workdir)
         if args.keep_workdir:
             report["workdir"] = str(workdir)
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         print(json.dumps(report, indent=2))
     return code
 
