@@ -470,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         report["command_ack_seconds"] = bench.api.get("stats")["command_ack_seconds"]
         report["command_ack_note"] = ("controller command -> agent ack, over every run and stop "
                                       "command of the whole bench (deletes included)")
+        if any(r["timed_out"] for r in report["results"]):
+            code = 2
     except (BenchAborted, LocalFederationError) as exc:
         report["aborted"] = {"reason": str(exc), "during": bench.current}
         code = 1

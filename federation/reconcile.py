@@ -101,7 +101,10 @@ def _slot_actions(slot: SlotRecord, dep: DeploymentRecord, observed: Observed,
                   now: float) -> list[Action]:
     node = observed.nodes.get(slot.node) if slot.node else None
     if slot.node is None or node is None or node.state is NodeState.LOST:
-        why = "not placed" if slot.node is None else f"node {slot.node} is lost"
+        if slot.node is not None:
+            why = f"node {slot.node} is lost"
+        else:
+            why = "new replica" if slot.generation == 0 else "not placed yet"
         return [Place(slot=slot, generation=slot.generation + 1, revision=dep.revision,
                       reason=why)]
     if slot.template != dep.template and node.state is NodeState.READY:

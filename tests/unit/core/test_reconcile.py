@@ -84,12 +84,13 @@ RUNNING_G3 = {("n1", "web", 0): instance(generation=3)}
 SCENARIOS = [
     pytest.param(
         desired(deployment(replicas=2, revision=4)), observed(node("n1")),
-        [Place(slot=new_slot(0, 4), generation=1, revision=4, reason="not placed"),
-         Place(slot=new_slot(1, 4), generation=1, revision=4, reason="not placed")],
+        [Place(slot=new_slot(0, 4), generation=1, revision=4, reason="new replica"),
+         Place(slot=new_slot(1, 4), generation=1, revision=4, reason="new replica")],
         id="new-deployment"),
     pytest.param(
         desired(deployment(), slots=[slot(node=None, generation=2)]), observed(node("n1")),
-        [Place(slot=slot(node=None, generation=2), generation=3, revision=1, reason="not placed")],
+        [Place(slot=slot(node=None, generation=2), generation=3, revision=1,
+               reason="not placed yet")],
         id="unschedulable-slot-tried-again"),
     pytest.param(
         desired(deployment(), slots=[slot(generation=3)]),
@@ -223,7 +224,7 @@ SCENARIOS = [
         desired(deployment(), slots=[slot(node=None, generation=3)]),
         observed(node("n1"), instances={("n1", "web", 0): instance(generation=2)}),
         [Place(slot=slot(node=None, generation=3), generation=4, revision=1,
-               reason="not placed"),
+               reason="not placed yet"),
          Stop(node="n1", deployment="web", index=0, generation=2,
               reason="slot moved to nowhere at generation 3")],
         id="live-while-the-slot-is-unplaced"),
