@@ -454,7 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "timeout_seconds": args.timeout,
         "environment": environment(args.runtime),
+        "warmup_seconds": None,
         "results": [],
+        "command_ack_seconds": None,
+        "command_ack_note": "controller command -> agent ack, from GET /api/v1/stats after the "
+                            "runs: every run and stop command of the whole bench (warm-up and "
+                            "deletes included)",
     }
     code = 0
     # Also when started with SIGINT ignored (a background job of a script).
@@ -467,9 +472,6 @@ def main(argv: list[str] | None = None) -> int:
                                       "runs": []}
             report["results"].append(result)
             bench.run_size(result)
-        report["command_ack_seconds"] = bench.api.get("stats")["command_ack_seconds"]
-        report["command_ack_note"] = ("controller command -> agent ack, over every run and stop "
-                                      "command of the whole bench (deletes included)")
         if any(r["timed_out"] for r in report["results"]):
             code = 2
     except (BenchAborted, LocalFederationError) as exc:
@@ -486,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         # A second Ctrl-C must not leave containers or processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if bench.fed.controller is not None and bench.fed.controller.alive():
+            try:
+                report["command_ack_seconds"] = bench.api.get("stats")["command_ack_seconds"]
+            except BenchAborted as exc:
+                report["command_ack_seconds"] = {"error": str(exc)}
         progress("stopping everything the bench started")
         report["environment"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
         report["cleanup"] = cleanup(bench, args.keep_workdir)

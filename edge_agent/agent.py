@@ -75,6 +75,9 @@ class Agent:
         self.probe = HostProbe(config.state_dir, config.cpu_millis, config.memory_bytes)
         self.instances: list[InstanceStatus] = []
         self.reported: dict[tuple[str, int, int], tuple[str, int | None]] = {}
+        # Slots whose instance could not be started: (generation, reason), reported
+        # in every capacity report until a start succeeds or a new command arrives.
+        self.failures: dict[tuple[str, int], tuple[int, str]] = {}
         self.restarts: dict[tuple[str, int], Restarts] = {}
         self.images: tuple[str, ...] = ()
         self.counters = Counters()
@@ -177,6 +180,7 @@ class Agent:
             self.state.put(reply.slot)
             self.slots[(cmd.deployment, cmd.slot)] = reply.slot
             self.restarts.pop((cmd.deployment, cmd.slot), None)
+            self.failures.pop((cmd.deployment, cmd.slot), None)
             log.info("accepted %s %s generation %d", cmd.op.value, name, cmd.generation)
             self.wake.set()
         self._publish_event(wire.Event(type=wire.EventType.ACK, command_id=cmd.command_id,
@@ -274,6 +278,8 @@ class Agent:
         except PermanentRuntimeError as exc:
             log.warning("cannot start %s: %s", slot.name, exc)
             self._publish_failed(slot, str(exc))
+        else:
+            self.failures.pop((slot.deployment, slot.slot), None)
 
     def _identity_env(self, slot: LocalSlot) -> dict[str, str]:
         """Where an instance runs, as its environment (like Nomad's NOMAD_ALLOC_INDEX)."""
@@ -315,6 +321,7 @@ class Agent:
         self.changed.set()
 
     def _publish_failed(self, slot: LocalSlot, reason: str) -> None:
+        self.failures[(slot.deployment, slot.slot)] = (slot.generation, reason)
         key = (slot.deployment, slot.slot, slot.generation)
         if self.reported.get(key) == (InstanceState.FAILED.value, None):
             return
@@ -336,14 +343,20 @@ class Agent:
             if slot.want is Want.RUN and slot.workload is not None:
                 used_cpu += slot.workload.cpu_millis
                 used_mem += slot.workload.memory_bytes
-        reports = tuple(self._report(i.deployment, i.slot, i.generation, i.revision, i.state.value,
-                                     exit_code=i.exit_code, reason=i.reason)
-                        for i in self.instances)
+        reports = [self._report(i.deployment, i.slot, i.generation, i.revision, i.state.value,
+                                exit_code=i.exit_code, reason=i.reason)
+                   for i in self.instances]
+        present = {(i.deployment, i.slot) for i in self.instances}
+        for (dep, index), (generation, reason) in self.failures.items():
+            local = self.slots.get((dep, index))
+            if (dep, index) not in present and local is not None and local.generation == generation:
+                reports.append(self._report(dep, index, generation, local.revision,
+                                            InstanceState.FAILED.value, reason=reason))
         return wire.Capacity(
             site=self.config.site, arch=host_arch(), os=host_os(), runtime=self.runtime.name,
             labels=self.config.labels, allocatable=self.probe.allocatable(),
             used=wire.Resources(cpu_millis=used_cpu, memory_bytes=used_mem, disk_bytes=0),
-            images=self.images, instances=reports, interval=self.config.report_interval,
+            images=self.images, instances=tuple(reports), interval=self.config.report_interval,
         )
 
     async def _report_loop(self) -> None:

@@ -145,3 +145,17 @@ def test_agent_restart_adopts_its_containers(make_federation, tiny_image, tmp_pa
                timeout=30, what="the restarted agent (new epoch) Ready again")
     running_pods(fed, 3)
     assert containers(fed.tag) == before
+
+
+@pytest.mark.docker
+def test_missing_image_is_reported_failed_with_the_reason(make_federation, tiny_image, tmp_path):
+    fed = make_federation("docker")
+    start(fed, sites=("a",))
+    path = tmp_path / "ghost.yaml"
+    path.write_text("apiVersion: edgefed.io/v1\nkind: Deployment\nmetadata:\n  name: ghost\n"
+                    "spec:\n  replicas: 1\n  container:\n    image: not-here:1.0\n")
+    edgefed("apply", "-f", str(path), server=fed.server)
+    pod = wait_until(lambda: [p for p in get_json("pods", fed.server) if p["state"] == "Failed"],
+                     timeout=30, what="the pod to be reported Failed")[0]
+    assert pod["reason"] == ("image not-here:1.0 is not present on this node and no registry "
+                             "is configured")

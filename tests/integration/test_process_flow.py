@@ -3,6 +3,7 @@ plain child processes that outlive their agent and are adopted on restart."""
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 
@@ -96,3 +97,19 @@ def test_agent_from_a_config_file_joins_the_federation(make_federation, tmp_path
                        timeout=30, what="the agent configured from a file to be Ready")
     assert ready[0]["site"] == "site-cfg"
     assert ready[0]["labels"]["tier"] == "edge"
+
+
+def test_exit_code_is_reported_and_never_restarted(make_federation, tmp_path):
+    fed = make_federation("process")
+    start(fed, sites=("a",))
+    path = tmp_path / "once.yaml"
+    path.write_text("apiVersion: edgefed.io/v1\nkind: Deployment\nmetadata:\n  name: once\n"
+                    "spec:\n  replicas: 1\n  restartPolicy: Never\n  container:\n    image: none\n"
+                    "    command: [sh, -c, 'exit 3']\n")
+    edgefed("apply", "-f", str(path), server=fed.server)
+    pod = wait_until(lambda: [p for p in get_json("pods", fed.server) if p["state"] == "Exited"],
+                     timeout=30, what="the pod to be reported Exited")[0]
+    assert (pod["exit_code"], pod["restarts"]) == (3, 0)
+    events = json.loads(edgefed("describe", "deployment", "once", "-o", "json",
+                                server=fed.server).stdout)["events"]
+    assert any(e["kind"] == "InstanceExited" and "(exit 3)" in e["message"] for e in events)
