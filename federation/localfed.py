@@ -6,6 +6,7 @@ three run the same way an operator's federation does.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -121,6 +122,9 @@ def start_broker(workdir: Path, *, port: int | None = None) -> tuple[Proc, int]:
         "\n".join([
             f"listener {port} 127.0.0.1",
             "allow_anonymous true",
+            # Started as root, Mosquitto would switch to the `mosquitto` user and
+            # could not write its persistence file into our work directory.
+            f"user {getpass.getuser()}",
             "persistence true",
             f"persistence_location {workdir}/",
             # Queued QoS 1 messages for an offline persistent session (an agent's
