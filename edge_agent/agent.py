@@ -41,9 +41,9 @@ class Restarts:
 class Counters:
     rejected: dict[str, int] = field(default_factory=dict)
 
-    def refuse(self, topic: str, reason: str) -> None:
-        self.rejected[reason.split(":")[0]] = self.rejected.get(reason.split(":")[0], 0) + 1
-        log.warning("refused message on %s: %s", topic, reason)
+    def refuse(self, topic: str, refused: wire.Refused, sender: str) -> None:
+        self.rejected[refused.kind] = self.rejected.get(refused.kind, 0) + 1
+        log.warning("refused message on %s from %s: %s", topic, sender, refused.reason)
 
 
 def make_runtime(config: AgentConfig) -> Runtime:
@@ -154,7 +154,7 @@ class Agent:
             try:
                 _, message = wire.decode_from_topic(self.topics, incoming.topic, incoming.payload)
             except wire.Refused as exc:
-                self.counters.refuse(incoming.topic, exc.reason)
+                self.counters.refuse(incoming.topic, exc, wire.sender_hint(incoming.payload))
                 continue
             if isinstance(message.body, wire.Command):
                 try:

@@ -125,14 +125,14 @@ class Controller:
             try:
                 self.handle(incoming.topic, incoming.payload)
             except wire.Refused as exc:
-                self.rejected[exc.reason.split(":")[0][:80]] += 1
-                sender = _sender_hint(incoming.payload)
+                self.rejected[exc.kind] += 1
+                sender = wire.sender_hint(incoming.payload)
                 log.warning("refused message on %s from %s: %s", incoming.topic, sender,
                             exc.reason)
             except Exception:  # a message we failed on must not stop the controller
                 self.rejected["internal error"] += 1
                 log.exception("failed to handle message on %s from %s", incoming.topic,
-                              _sender_hint(incoming.payload))
+                              wire.sender_hint(incoming.payload))
 
     def handle(self, topic: str, payload: bytes) -> None:
         node, message = wire.decode_from_topic(self.topics, topic, payload)
@@ -369,17 +369,6 @@ class Controller:
                    if d == deployment and inst.state == "running"
                    and (s := self.slots.get((d, i))) is not None and s.node == node
                    and s.generation == inst.generation)
-
-
-def _sender_hint(payload: bytes) -> str:
-    """Best effort sender of a refused payload, for the log line."""
-    import json
-
-    try:
-        sender = json.loads(payload).get("sender")
-    except (ValueError, AttributeError, RecursionError):
-        return "unknown sender"
-    return repr(sender)[:80] if sender is not None else "unknown sender"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,8 +141,8 @@ def _superseded(desired: Desired, observed: Observed, now: float) -> list[Action
             why = f"slot moved to {slot.node or 'nowhere'} at generation {slot.generation}"
         else:
             why = "no such slot"
-        # The stop fences at the slot's current generation minus nothing: the agent
-        # stops every instance of the slot at or below the generation named.
+        # The stop names the instance's own generation: the agent stops instances of
+        # the slot at or below it and never a newer one it may already run.
         key: CommandKey = (node, Op.STOP, dep, index, inst.generation)
         if observed.nodes.get(node) is not None and not _recently_sent(observed, key, now):
             out.append(Stop(node=node, deployment=dep, index=index,

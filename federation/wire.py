@@ -30,11 +30,13 @@ ROOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class Refused(ValueError):
-    """A payload that is not a valid v1 message; ``reason`` says why."""
+    """A payload that is not a valid v1 message; ``reason`` says why, ``kind``
+    is a stable code to count refusals by (reasons embed values, kinds do not)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "invalid-field") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 # -- topics --------------------------------------------------------------------
@@ -72,19 +74,19 @@ class Topics:
         parts = topic.split("/")
         prefix = [self.root, VERSION]
         if parts[:2] != prefix:
-            raise Refused(f"topic {topic!r} is not under {self.root}/{VERSION}/")
+            raise Refused(f"topic {topic!r} is not under {self.root}/{VERSION}/", "bad-topic")
         rest = parts[2:]
         if rest == ["controller", "presence"]:
             return None, "controller-presence"
         if len(rest) == 3 and rest[0] == "nodes":
             node, kind = rest[1], rest[2]
             if not NODE_ID_RE.match(node):
-                raise Refused(f"topic {topic!r} names an invalid node id")
+                raise Refused(f"topic {topic!r} names an invalid node id", "bad-topic")
             try:
                 return node, NodeTopic(kind).value
             except ValueError:
                 pass
-        raise Refused(f"topic {topic!r} is not a v1 edgefed topic")
+        raise Refused(f"topic {topic!r} is not a v1 edgefed topic", "bad-topic")
 
 
 # -- bodies --------------------------------------------------------------------
@@ -410,8 +412,15 @@ def _capacity(f: _Fields) -> Capacity:
             for i, item in enumerate(f.items("instances"))
         ),
         rtt_ms=f.float_map("rtt_ms"),
-        interval=f.number("interval", 5.0, required=False),
+        interval=_interval(f),
     )
+
+
+def _interval(f: _Fields) -> float:
+    value = f.number("interval", 5.0, required=False)
+    if not 0.2 <= value <= 3600:
+        raise Refused(f"{f.where}.interval={value} is out of range [0.2, 3600]")
+    return value
 
 
 def _workload(f: _Fields) -> WorkloadBody:
@@ -474,23 +483,25 @@ _BODY_DECODERS: dict[str, Callable[[_Fields], Body]] = {
 def decode(payload: bytes, *, expected_schema: str | None = None) -> Message:
     """Parse and validate one envelope; raise Refused with the reason otherwise."""
     if len(payload) > MAX_PAYLOAD:
-        raise Refused(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} byte limit")
+        raise Refused(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} byte limit",
+                      "oversized")
     try:
         raw = json.loads(payload)
     except ValueError as exc:  # also UnicodeDecodeError, and integers beyond the digit limit
-        raise Refused(f"payload is not JSON: {exc}") from None
+        raise Refused(f"payload is not JSON: {exc}", "not-json") from None
     except RecursionError:
-        raise Refused("payload nests too deeply") from None
+        raise Refused("payload nests too deeply", "not-json") from None
     env = _Fields(raw, "envelope")
     schema = env.text("schema", max_len=64)
     if schema not in _BODY_DECODERS:
         known = schema.rsplit("/", 1)[0] + "/1"
         if known in _BODY_DECODERS:
-            raise Refused(f"schema {schema!r} is a version this build does not speak")
-        raise Refused(f"unknown schema {schema!r}")
+            raise Refused(f"schema {schema!r} is a version this build does not speak",
+                          "unknown-schema")
+        raise Refused(f"unknown schema {schema!r}", "unknown-schema")
     if expected_schema is not None and schema != expected_schema:
         raise Refused(f"schema {schema!r} does not belong on this topic "
-                      f"(expected {expected_schema!r})")
+                      f"(expected {expected_schema!r})", "wrong-topic")
     body_fields = env.obj_field("body")
     assert body_fields is not None
     return Message(
@@ -503,11 +514,21 @@ def decode(payload: bytes, *, expected_schema: str | None = None) -> Message:
     )
 
 
+def sender_hint(payload: bytes) -> str:
+    """Best-effort sender of a refused payload, for the log line."""
+    try:
+        sender = json.loads(payload[:MAX_PAYLOAD]).get("sender")
+    except (ValueError, AttributeError, RecursionError):
+        return "unknown sender"
+    return repr(sender)[:80] if sender is not None else "unknown sender"
+
+
 def decode_from_topic(topics: Topics, topic: str, payload: bytes) -> tuple[str | None, Message]:
     """Decode a message received on ``topic`` and check that it belongs there:
     the schema matches the topic kind, and a node writes only under its own id."""
     node, kind = topics.parse(topic)
     message = decode(payload, expected_schema=SCHEMA_FOR_KIND[kind])
     if node is not None and kind != "cmd" and message.sender != node:
-        raise Refused(f"sender {message.sender!r} may not publish under node {node!r}")
+        raise Refused(f"sender {message.sender!r} may not publish under node {node!r}",
+                      "wrong-sender")
     return node, message

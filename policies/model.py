@@ -138,6 +138,8 @@ class Deployment:
 
 
 STRATEGIES = ("two-phase",)
+# The scheduler's score plugins, by the names a policy weights them with.
+SCORE_NAMES = ("least-allocated", "spread-sites", "spread-nodes", "stay-put")
 
 
 # -- document -> model ---------------------------------------------------------
@@ -389,7 +391,10 @@ def _read_placement(r: _Reader, value: Any, path: FieldPath) -> Placement:
     weights: dict[str, float] = {}
     for key, raw in r.mapping(doc.get("weights"), (*path, "weights")).items():
         # float() of a huge int raises and nan/inf would poison every score: both refused.
-        if (isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0
+        if str(key) not in SCORE_NAMES:
+            r.p.error((*path, "weights", str(key)), f"unknown score {key!r} (expected one of: "
+                      f"{', '.join(SCORE_NAMES)})")
+        elif (isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0
                 or not _is_finite(raw)):
             r.p.error((*path, "weights", str(key)), f"expected a number >= 0, found {raw!r}")
         else:

@@ -107,12 +107,15 @@ def test_hostile_mqtt_payloads_are_refused_counted_and_logged(make_federation, b
         client.loop_stop()
         client.disconnect()
 
-    def refused() -> int:
+    def refused() -> dict[str, int]:
         with urllib.request.urlopen(f"{fed.server}/api/v1/healthz", timeout=5) as reply:
-            return sum(json.load(reply)["rejected_messages"].values())
+            counts: dict[str, int] = json.load(reply)["rejected_messages"]
+            return counts
 
     # The controller reads presence, capacity and events: 3 kinds x 6 payloads.
-    wait_until(lambda: refused() >= 18, timeout=20, what="18 refusals counted")
+    counts = wait_until(lambda: sum(refused().values()) >= 18 and refused(), timeout=20,
+                        what="18 refusals counted")
+    assert {"not-json", "unknown-schema", "wrong-sender", "oversized"} <= counts.keys()
     controller_log = fed.workdir.joinpath("controller.log").read_text()
     assert f"refused message on {fed.topic_root}/v1/nodes/{node}/capacity from" in controller_log
     assert "exceeds the 262144 byte limit" in controller_log

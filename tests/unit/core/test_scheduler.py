@@ -563,3 +563,10 @@ def test_placements_never_violate_a_filter(nodes: list[Node], requests: list[Req
                                                   f"{decision.node} ")
         else:
             assert explanation.message.startswith(f"0/{len(nodes)} nodes fit: ")
+
+
+def test_policy_weight_names_are_the_scheduler_score_plugins() -> None:
+    from federation.scheduler import DEFAULT_WEIGHTS, SCORES
+    from policies.model import SCORE_NAMES
+
+    assert set(SCORES) == set(SCORE_NAMES) == set(DEFAULT_WEIGHTS)

@@ -608,7 +608,7 @@ RICH_NATIVE = yaml.safe_load(doc("""\
         nodeSelector:
           matchLabels: {arch: arm64}
           matchExpressions: [{key: ram, operator: Gt, values: ["4"]}]
-        weights: {rtt: 2.5}
+        weights: {spread-sites: 2.5}
     """))
 
 

@@ -14,6 +14,7 @@ from policies.errors import PolicyError, format_path
 from policies.loader import load_text
 from policies.model import (
     NAME_RE,
+    SCORE_NAMES,
     Container,
     Deployment,
     LabelRequirement,
@@ -78,14 +79,20 @@ ERROR_CASES = [
                  ["spec.container.resources.cpu: '-1' is not a cpu quantity (expected like "
                   "250m or 0.5)",
                   "spec.container.resources.memory: -1 is negative"], id="negative-quantities"),
-    pytest.param(native(placement={"weights": {"a": float("inf"), "b": float("nan"),
-                                               "c": 10**400, "d": -1, "e": "1"}}),
-                 ["spec.placement.weights.a: expected a number >= 0, found inf",
-                  "spec.placement.weights.b: expected a number >= 0, found nan",
-                  f"spec.placement.weights.c: expected a number >= 0, found {10**400!r}",
-                  "spec.placement.weights.d: expected a number >= 0, found -1",
-                  "spec.placement.weights.e: expected a number >= 0, found '1'"],
+    pytest.param(native(placement={"weights": {"least-allocated": float("inf"),
+                                               "spread-sites": float("nan"),
+                                               "spread-nodes": 10**400, "stay-put": -1}}),
+                 ["spec.placement.weights.least-allocated: expected a number >= 0, found inf",
+                  "spec.placement.weights.spread-sites: expected a number >= 0, found nan",
+                  "spec.placement.weights.spread-nodes: expected a number >= 0, found "
+                  f"{10**400!r}",
+                  "spec.placement.weights.stay-put: expected a number >= 0, found -1"],
                  id="weights"),
+    pytest.param(native(placement={"weights": {"least-allocated": "1", "spread-site": 1}}),
+                 ["spec.placement.weights.least-allocated: expected a number >= 0, found '1'",
+                  "spec.placement.weights.spread-site: unknown score 'spread-site' (expected "
+                  "one of: least-allocated, spread-sites, spread-nodes, stay-put)"],
+                 id="weight-names"),
     pytest.param(native(placement={"strategy": "random"}),
                  ["spec.placement.strategy: found 'random', expected one of two-phase"],
                  id="strategy"),
@@ -187,7 +194,7 @@ DEPLOYMENTS = st.builds(
     labels=LABELS,
     placement=st.builds(
         Placement, node_selector=SELECTORS, site_selector=SELECTORS,
-        weights=st.dictionaries(TEXT, st.floats(min_value=0, allow_nan=False,
+        weights=st.dictionaries(st.sampled_from(SCORE_NAMES), st.floats(min_value=0, allow_nan=False,
                                                 allow_infinity=False), max_size=3)),
     restart_policy=st.sampled_from(RestartPolicy),
 )
