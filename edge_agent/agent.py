@@ -29,6 +29,7 @@ from federation.bus import Bus, Will, new_epoch
 log = logging.getLogger("edgefed.agent")
 VERSION = "0.1.0"
 RESTART_BACKOFF_MAX = 60.0
+SUPERVISE_CONCURRENCY = 4  # runtime calls in flight at once during one supervise pass
 
 
 @dataclass
@@ -103,7 +104,8 @@ class Agent:
 
     # -- main ------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; 0 on a requested stop, 1 if a task died."""
         node = self.config.node
         self.bus = Bus(
             self.config.broker,
@@ -127,9 +129,9 @@ class Agent:
             loop.add_signal_handler(sig, stop.set)
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not waiter and task.exception() is not None:
-                log.error("task %s failed: %r", task.get_name(), task.exception())
+        failed = [t for t in done if t is not waiter]
+        for task in failed:
+            log.error("task %s ended unexpectedly", task.get_name(), exc_info=task.exception())
         log.info("agent %s stopping; instances keep running", node)
         await self.bus.close(final=(self.topics.node(node, wire.NodeTopic.PRESENCE),
                                     self._presence(wire.PresenceState.OFFLINE)))
@@ -138,6 +140,7 @@ class Agent:
         await asyncio.gather(waiter, *tasks, return_exceptions=True)
         await self.runtime.close()
         self.state.close()
+        return 1 if failed else 0
 
     async def _on_connect(self) -> None:
         assert self.bus is not None
@@ -215,6 +218,8 @@ class Agent:
                 await self.supervise()
             except RuntimeAdapterError as exc:
                 log.warning("runtime unavailable: %s", exc)
+            except Exception:  # a bug in one pass must not end supervision of every workload
+                log.exception("supervise pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=2.0)
             self.wake.clear()
@@ -235,16 +240,27 @@ class Agent:
                                             generation=newest.generation,
                                             revision=newest.revision, want=Want.RUN)
                 self.state.put(self.slots[key])
-        for key, slot in self.slots.items():
-            for inst in by_slot.get(key, []):
-                if inst.generation < slot.generation or slot.want is Want.STOP:
-                    await self._stop(inst, f"superseded by generation {slot.generation}"
-                                     if slot.want is Want.RUN else "stopped by the controller")
-            if slot.want is Want.RUN:
-                current = [i for i in by_slot.get(key, []) if i.generation == slot.generation]
-                await self._keep_running(slot, current[0] if current else None, now)
+        # Commands keep arriving while this pass awaits the runtime: work on a snapshot,
+        # a few slots at a time (a Pi should not start fifty containers at once).
+        gate = asyncio.Semaphore(SUPERVISE_CONCURRENCY)
+        await asyncio.gather(*(self._supervise_slot(slot, by_slot.get(key, []), now, gate)
+                               for key, slot in list(self.slots.items())))
         self.instances = await self.runtime.list()
         self._report_changes()
+
+    async def _supervise_slot(self, slot: LocalSlot, insts: list[InstanceStatus], now: float,
+                              gate: asyncio.Semaphore) -> None:
+        async with gate:
+            try:
+                for inst in insts:
+                    if inst.generation < slot.generation or slot.want is Want.STOP:
+                        await self._stop(inst, f"superseded by generation {slot.generation}"
+                                         if slot.want is Want.RUN else "stopped by the controller")
+                if slot.want is Want.RUN:
+                    current = [i for i in insts if i.generation == slot.generation]
+                    await self._keep_running(slot, current[0] if current else None, now)
+            except RuntimeAdapterError as exc:  # one slot's trouble must not stall the others
+                log.warning("cannot supervise %s: %s", slot.name, exc)
 
     async def _stop(self, inst: InstanceStatus, why: str) -> None:
         log.info("stopping %s/%d generation %d: %s", inst.deployment, inst.slot,
@@ -274,12 +290,13 @@ class Agent:
                      backoff.count)
         backoff.not_before = now + min(2.0 ** backoff.count, RESTART_BACKOFF_MAX)
         try:
-            await self.runtime.start(self._spec(slot))
+            started = await self.runtime.start(self._spec(slot))
         except PermanentRuntimeError as exc:
             log.warning("cannot start %s: %s", slot.name, exc)
             self._publish_failed(slot, str(exc))
         else:
             self.failures.pop((slot.deployment, slot.slot), None)
+            self._publish_instance(started, started.state, started.reason)
 
     def _identity_env(self, slot: LocalSlot) -> dict[str, str]:
         """Where an instance runs, as its environment (like Nomad's NOMAD_ALLOC_INDEX)."""

@@ -30,12 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from edge_agent.agent import Agent, make_runtime
 
-    async def run() -> None:
+    async def run() -> int:
         agent = Agent(config, make_runtime(config))
-        await agent.run()
+        return await agent.run()
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":

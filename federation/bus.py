@@ -13,7 +13,9 @@ drops, repeat. The caller sees each (re)connection through ``on_connect``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -161,6 +163,10 @@ class Bus:
             self._loop.call_soon_threadsafe(fn)
 
     def _on_socket_open(self, client: paho.Client, _u: object, sock: Any) -> None:
+        # Commands and acks are small packets: without TCP_NODELAY, Nagle plus delayed
+        # ACKs hold each one back ~40 ms.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._in_loop(lambda: self._loop.add_reader(sock, client.loop_read))
 
     def _on_socket_close(self, client: paho.Client, _u: object, sock: Any) -> None:

@@ -33,13 +33,14 @@ from federation.model import (
     SlotRecord,
 )
 from federation.planning import new_round, request_for
-from federation.reconcile import Forget, Place, Purge, Run, Stop, reconcile
+from federation.reconcile import RESEND_AFTER, Forget, Place, Purge, Run, Stop, reconcile
 from federation.scheduler import place
 from federation.store import Store
 from policies.model import Deployment
 
 log = logging.getLogger("edgefed.controller")
 TICK = 1.0  # seconds between reconcile passes when nothing wakes the loop
+INFLIGHT_EXPIRY = 60.0  # seconds before an unanswered command is no longer tracked
 WARM_UP = 1.5  # seconds after connecting before the first pass: retained reports arrive first
 
 
@@ -61,7 +62,10 @@ class Controller:
         self.deployments: dict[str, DeploymentRecord] = dict(loaded.deployments)
         self.slots: dict[SlotKey, SlotRecord] = dict(loaded.slots)
         self.instances: dict[tuple[str, str, int], wire.InstanceReport] = {}
-        self.inflight: dict[str, Inflight] = {}  # command_id -> what and when
+        self.inflight: dict[str, Inflight] = {}  # command_id -> what and when, until answered
+        # When each command was last sent, answered or not: reconcile resends only after
+        # RESEND_AFTER, so an ack that comes before the instance runs causes no flood.
+        self.sent: dict[CommandKey, float] = {}
         self.waiters: dict[str, asyncio.Future[wire.Event]] = {}
         self.ack_latencies: list[float] = []
         self.rejected: Counter[str] = Counter()
@@ -209,10 +213,13 @@ class Controller:
     def desired(self) -> Desired:
         return Desired(deployments=dict(self.deployments), slots=dict(self.slots))
 
-    def observed(self) -> Observed:
-        inflight = {f.key: f.sent_at for f in self.inflight.values()}
+    def observed(self, now: float) -> Observed:
+        self.sent = {k: at for k, at in self.sent.items() if now - at < RESEND_AFTER}
+        stale = [cid for cid, f in self.inflight.items() if now - f.sent_at > INFLIGHT_EXPIRY]
+        for cid in stale:  # never answered (node gone?): stop tracking its latency
+            del self.inflight[cid]
         return Observed(nodes=dict(self.inventory.nodes), instances=dict(self.instances),
-                        inflight=inflight)
+                        inflight=dict(self.sent))
 
     async def _loop(self) -> None:
         await self.ready.wait()
@@ -231,7 +238,7 @@ class Controller:
                                     f"node {node.name} is {node.state.value}: {node.reason}",
                                     node=node.name)
             log.info("node %s -> %s (%s)", node.name, node.state.value, node.reason)
-        actions = reconcile(self.desired(), self.observed(), now)
+        actions = reconcile(self.desired(), self.observed(now), now)
         places = [a for a in actions if isinstance(a, Place)]
         if places:
             self._place(places, now)
@@ -293,6 +300,7 @@ class Controller:
         self.inflight = {cid: f for cid, f in self.inflight.items() if f.key != key}
         self.inflight[command.command_id] = Inflight(key=key, sent_at=now,
                                                      sent_mono=time.monotonic())
+        self.sent[key] = now
         self.bus.publish(self.topics.node(node, wire.NodeTopic.CMD),
                          self._encode(wire.SCHEMA_COMMAND, command))
 

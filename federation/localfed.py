@@ -131,6 +131,7 @@ def start_broker(workdir: Path, *, port: int | None = None) -> tuple[Proc, int]:
             # commands, the controller's events) must not be dropped at 1000.
             "max_queued_messages 100000",
             "max_inflight_messages 100",
+            "set_tcp_nodelay true",
             "log_dest stdout",
             "log_type error",
             "log_type warning",

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from federation.bus import BadBrokerURL, Bus, Will, parse_brokers
-from federation.localfed import Proc, free_port, start_broker
+from federation.localfed import free_port, start_broker
 
 
 def test_parse_brokers_accepts_a_list_and_refuses_bad_urls():
@@ -53,9 +53,9 @@ def test_last_will_is_published_when_a_client_vanishes(broker):
 
 def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path):
     port = free_port()
-    proc, _ = start_broker(tmp_path / "b", port=port)
+    brokers = [start_broker(tmp_path / "b", port=port)[0]]
 
-    async def main(proc: Proc) -> Proc:
+    async def main() -> None:
         url = f"mqtt://127.0.0.1:{port}"
         sub = Bus(url, client_id="sub", subscriptions=[("q/#", 1)], max_backoff=0.5)
         pub = Bus(url, client_id="pub", max_backoff=0.5)
@@ -64,18 +64,20 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path
         pub.publish("q/1", b"before")
         assert await _next(sub) == ("q/1", b"before")
 
-        proc.stop()
+        brokers[0].stop()
         await asyncio.wait_for(asyncio.gather(pub.lost.wait(), sub.lost.wait()), 10)
         pub.publish("q/2", b"during the outage")  # queued by the client, sent on reconnect
-        proc = start_broker(tmp_path / "b", port=port)[0]
+        brokers.append(start_broker(tmp_path / "b", port=port)[0])
         assert await _next(sub, within=20) == ("q/2", b"during the outage")
         assert pub.connects == 2 and sub.connects == 2
         await sub.close()
         await pub.close()
         for task in tasks:
             task.cancel()
-        return proc
 
-    proc = asyncio.run(main(proc))
-    proc.stop()
+    try:
+        asyncio.run(main())
+    finally:
+        for proc in brokers:
+            proc.stop()
 
