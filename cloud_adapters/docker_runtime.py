@@ -33,12 +33,8 @@ from cloud_adapters.errors import (
     TransientRuntimeError,
 )
 from cloud_adapters.runtime import (
-    LABEL_DEPLOYMENT,
-    LABEL_GENERATION,
     LABEL_MANAGED,
     LABEL_NODE,
-    LABEL_REVISION,
-    LABEL_SLOT,
     InstanceSpec,
     InstanceState,
     InstanceStatus,
@@ -145,12 +141,8 @@ def _status(attrs: dict[str, Any]) -> InstanceStatus:
     if kind is InstanceState.EXITED and state.get("Error"):
         kind = InstanceState.FAILED  # the engine could not run it at all
     done = kind in (InstanceState.EXITED, InstanceState.FAILED)
-    return InstanceStatus(
-        deployment=labels[LABEL_DEPLOYMENT],
-        slot=int(labels[LABEL_SLOT]),
-        generation=int(labels[LABEL_GENERATION]),
-        revision=int(labels[LABEL_REVISION]),
-        node=labels[LABEL_NODE],
+    return InstanceStatus.from_labels(
+        labels,
         state=kind,
         runtime_id=attrs["Id"],
         exit_code=state.get("ExitCode") if done else None,

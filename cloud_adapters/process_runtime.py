@@ -48,11 +48,7 @@ import psutil
 
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError, TransientRuntimeError
 from cloud_adapters.runtime import (
-    LABEL_DEPLOYMENT,
-    LABEL_GENERATION,
     LABEL_NODE,
-    LABEL_REVISION,
-    LABEL_SLOT,
     InstanceSpec,
     InstanceState,
     InstanceStatus,
@@ -238,12 +234,8 @@ class ProcessRuntime:
         if not self._alive(record):
             state, exit_code = InstanceState.EXITED, _read_exit(Path(record.exit_path))
             reason = "" if exit_code is not None else _VANISHED
-        return InstanceStatus(
-            deployment=labels[LABEL_DEPLOYMENT],
-            slot=int(labels[LABEL_SLOT]),
-            generation=int(labels[LABEL_GENERATION]),
-            revision=int(labels[LABEL_REVISION]),
-            node=labels[LABEL_NODE],
+        return InstanceStatus.from_labels(
+            labels,
             state=state,
             runtime_id=record.runtime_id,
             exit_code=exit_code,

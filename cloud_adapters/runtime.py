@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 # Keys of the labels every instance carries; the docker adapter uses them as
 # container labels, the process adapter writes them to its instance file.
@@ -92,6 +92,19 @@ class InstanceStatus:
     exit_code: int | None = None
     reason: str = ""
     started_at: float | None = None  # unix seconds
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str], **status: Any) -> InstanceStatus:
+        """The inverse of :meth:`InstanceSpec.identity_labels`, plus the runtime's
+        view (state, runtime_id, ...). KeyError/ValueError on malformed labels."""
+        return cls(
+            deployment=labels[LABEL_DEPLOYMENT],
+            slot=int(labels[LABEL_SLOT]),
+            generation=int(labels[LABEL_GENERATION]),
+            revision=int(labels[LABEL_REVISION]),
+            node=labels[LABEL_NODE],
+            **status,
+        )
 
 
 class Runtime(Protocol):

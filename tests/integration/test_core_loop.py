@@ -12,27 +12,9 @@ import pytest
 from federation.localfed import LocalFederation
 from tests.support import edgefed, get_json, wait_until
 
-SEED = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: myapp
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: myapp
-  template:
-    metadata:
-      labels:
-        app: myapp
-    spec:
-      containers:
-      - name: myapp
-        image: myapp:latest
-        ports:
-        - containerPort: 80
-"""
+REPO = Path(__file__).resolve().parents[2]
+# The seed Kubernetes Deployment exactly as operators wrote it; only replicas vary.
+SEED = (REPO / "policies" / "examples" / "seed-kubernetes.yaml").read_text()
 
 
 def start(fed: LocalFederation, sites: tuple[str, ...] = ("a", "b", "c")) -> list[str]:
@@ -49,7 +31,7 @@ def start(fed: LocalFederation, sites: tuple[str, ...] = ("a", "b", "c")) -> lis
 
 def apply_seed(fed: LocalFederation, tmp_path: Path, replicas: int) -> None:
     path = tmp_path / f"seed-{replicas}.yaml"
-    path.write_text(SEED.format(replicas=replicas))
+    path.write_text(SEED.replace("replicas: 3", f"replicas: {replicas}"))
     out = edgefed("apply", "-f", str(path), server=fed.server)
     assert "myapp" in out.stdout
 
