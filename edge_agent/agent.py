@@ -267,6 +267,7 @@ class Agent:
                  inst.generation, why)
         with contextlib.suppress(InstanceNotFound):
             await self.runtime.stop(inst.runtime_id)
+        self._remember(inst, gone=True)
         self._publish_instance(inst, InstanceState.STOPPED, reason=why)
 
     async def _keep_running(self, slot: LocalSlot, inst: InstanceStatus | None, now: float) -> None:
@@ -296,6 +297,7 @@ class Agent:
             self._publish_failed(slot, str(exc))
         else:
             self.failures.pop((slot.deployment, slot.slot), None)
+            self._remember(started)
             self._publish_instance(started, started.state, started.reason)
 
     def _identity_env(self, slot: LocalSlot) -> dict[str, str]:
@@ -303,6 +305,13 @@ class Agent:
         return {"EDGEFED_NODE": self.config.node, "EDGEFED_SITE": self.config.site,
                 "EDGEFED_DEPLOYMENT": slot.deployment, "EDGEFED_SLOT": str(slot.slot),
                 "EDGEFED_GENERATION": str(slot.generation)}
+
+    def _remember(self, inst: InstanceStatus, *, gone: bool = False) -> None:
+        """Keep ``self.instances`` (what capacity reports list) in step with the events
+        just sent, so a report built before the next runtime list does not contradict them."""
+        self.instances = [i for i in self.instances if i.runtime_id != inst.runtime_id]
+        if not gone:
+            self.instances.append(inst)
 
     def _spec(self, slot: LocalSlot) -> InstanceSpec:
         w = slot.workload
