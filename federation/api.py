@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
 
 from federation.controller import Controller
-from federation.planning import dry_run
-from policies.errors import PolicyError
-from policies.model import Deployment, deployment_from_document, deployment_to_document
+from federation.planning import dry_run, unenforced, unenforced_policy
+from federation.revisions import history
+from policies.checks import deployment_problems
+from policies.errors import PolicyError, format_path
+from policies.model import (
+    Deployment,
+    PlacementPolicy,
+    deployment_from_document,
+    deployment_to_document,
+    policy_from_document,
+    policy_to_document,
+)
 
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 MAX_BODY = 1024 * 1024
@@ -160,8 +170,12 @@ async def get_deployment(request: web.Request) -> web.Response:
         expl = slot.explanation or {}
         slots.append({**pod, "slot": pod["name"], "why": expl.get("message", ""),
                       "explanation": expl})
+    effective, bound = c.effective(name)
     return web.json_response({
         **_deployment_item(c, name), "document": deployment_to_document(record.spec),
+        "effective": deployment_to_document(effective),
+        "policies": [{"name": p, "priority": c.policies[p].priority} for p in bound],
+        "warnings": unenforced(effective),
         "revisions": [{"revision": r, "applied_at": at} for r, at in c.store.revisions(name)],
         "slots": slots, "events": c.store.events(name, limit=30),
     })
@@ -175,20 +189,85 @@ async def put_deployment(request: web.Request) -> web.Response:
     if parsed.name != request.match_info["name"]:
         return _error(422, f"metadata.name {parsed.name!r} does not match the URL "
                       f"{request.match_info['name']!r}")
-    allow_pending = request.query.get("allow_pending", "").lower() in ("1", "true", "yes")
-    if not allow_pending:
-        plan = dry_run(parsed, list(c.inventory.nodes.values()), c.slots,
-                       {n: d.spec for n, d in c.deployments.items()})
+    return _apply_checked(c, parsed, allow_pending=_allow_pending(request))
+
+
+def _allow_pending(request: web.Request) -> bool:
+    return request.query.get("allow_pending", "").lower() in ("1", "true", "yes")
+
+
+def _apply_checked(c: Controller, spec: Deployment, *, allow_pending: bool, cause: str = "",
+                   **extra: Any) -> web.Response:
+    """Apply ``spec`` unless a replica would fit on no node (409, nothing stored).
+    The same spec again changes nothing, so it is never refused. Either answer
+    carries the warnings for what the effective deployment sets and nothing enforces."""
+    current = c.deployments.get(spec.name)
+    unchanged = current is not None and not current.deleted and (
+        deployment_to_document(current.spec) == deployment_to_document(spec))
+    effective, bound = c.merged(spec)
+    # Policies can contradict what the deployment says (residency vs its site selector):
+    # check the merged result as the scheduler will see it.
+    problems = deployment_problems(effective)
+    errors = [p for p in problems if not p.warning]
+    if errors and bound:
+        return _error(422, f"{spec.name} with placement policies {', '.join(bound)} applied is "
+                      "invalid; nothing was changed", problems=[p.to_dict() for p in errors])
+    # The deployment's own warnings were shown when its file was loaded; only what the
+    # policies add is new here.
+    merged_warnings = [f"{format_path(p.path)}: {p.message}" for p in problems
+                       if p.warning and bound]
+    extra = {**extra, "policies": bound, "warnings": unenforced(effective) + merged_warnings}
+    if not allow_pending and not unchanged:
+        plan = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs())
         stuck = [p for p in plan if p.node is None]
         if stuck:
-            return _error(409, f"{len(stuck)} of {parsed.replicas} replica(s) of {parsed.name} "
+            return _error(409, f"{len(stuck)} of {spec.replicas} replica(s) of {spec.name} "
                           "fit on no node; nothing was changed (use --allow-pending to accept "
                           "it anyway)",
-                          unschedulable=[{"slot": f"{parsed.name}/{p.slot}", "message": p.message}
-                                         for p in stuck])
-    record, changed = c.apply(parsed)
-    return web.json_response({"name": parsed.name, "revision": record.revision,
-                              "changed": changed})
+                          unschedulable=[{"slot": f"{spec.name}/{p.slot}", "message": p.message}
+                                         for p in stuck], **extra)
+    record, changed = c.apply(spec, cause=cause)
+    return web.json_response({"name": spec.name, "revision": record.revision,
+                              "changed": changed, **extra})
+
+
+async def get_revisions(request: web.Request) -> web.Response:
+    c = _controller(request)
+    name = request.match_info["name"]
+    record = c.deployments.get(name)
+    if record is None:
+        return _error(404, f"deployment {name} not found")
+    return web.json_response({"name": name, "items": history(c.store.revision_documents(name),
+                                                             record.revision)})
+
+
+async def rollback_deployment(request: web.Request) -> web.Response:
+    """Apply an earlier revision's document as a new revision (``rollout undo``)."""
+    c = _controller(request)
+    name = request.match_info["name"]
+    body = await _json_body(request) if request.can_read_body else {}
+    revision = body.get("revision") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not (
+            revision is None or (type(revision) is int and revision >= 1)):
+        return _error(422, 'expected {"revision": N} with N >= 1, or {"revision": null} for the '
+                      "revision before the current one")
+    record = c.deployments.get(name)
+    if record is not None and record.deleted:
+        return _error(409, f"deployment {name} is being deleted; apply it again to bring it back")
+    try:
+        target, spec = c.rollback_target(name, revision)
+    except LookupError as exc:
+        return _error(404, str(exc))
+    except PolicyError as exc:
+        return _error(422, f"revision {revision} of {name} no longer validates",
+                      problems=[p.to_dict() for p in exc.problems])
+    assert record is not None
+    if deployment_to_document(spec) == deployment_to_document(record.spec):
+        return web.json_response({"name": name, "revision": record.revision, "changed": False,
+                                  "rolled_back_to": target,
+                                  "message": f"already at revision {target}'s template"})
+    return _apply_checked(c, spec, allow_pending=_allow_pending(request),
+                          cause=f"rolled back to revision {target}", rolled_back_to=target)
 
 
 async def delete_deployment(request: web.Request) -> web.Response:
@@ -200,22 +279,128 @@ async def delete_deployment(request: web.Request) -> web.Response:
 
 
 async def plan(request: web.Request) -> web.Response:
+    """Where deployments would run if ``documents`` were applied now, each on its own
+    against what runs today: per replica the node and why, what changes for it
+    (stays, new, moves from a node, replaced, unschedulable), plus warnings.
+
+    Placement policies in ``documents`` count as applied. Planned are the
+    deployments of ``documents`` and every stored deployment those policies change."""
     c = _controller(request)
     body = await _json_body(request)
     documents = body.get("documents") if isinstance(body, dict) else None
     if not isinstance(documents, list):
         return _error(422, 'expected {"documents": [...]}')
-    out = []
-    specs = {n: d.spec for n, d in c.deployments.items()}
+    specs: list[Deployment] = []
+    policies: dict[str, PlacementPolicy] = {}
     for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "PlacementPolicy":
+            try:
+                policy = policy_from_document(document)
+            except PolicyError as exc:
+                return _error(422, "invalid placement policy",
+                              problems=[p.to_dict() for p in exc.problems])
+            policies[policy.name] = policy
+            continue
         parsed = _parse(document)
         if isinstance(parsed, web.Response):
             return parsed
-        planned = dry_run(parsed, list(c.inventory.nodes.values()), c.slots, specs)
-        out.append({"name": parsed.name, "slots": [
-            {"slot": f"{parsed.name}/{p.slot}", "node": p.node, "site": p.site,
-             "message": p.message, "moves": p.moves} for p in planned]})
-    return web.json_response({"deployments": out})
+        specs.append(parsed)
+    after = {**c.policies, **policies}
+    if policies:
+        named = {s.name for s in specs}
+        specs += [r.spec for n, r in sorted(c.deployments.items())
+                  if n not in named and not r.deleted and c.merged(r.spec, after) != c.effective(n)]
+    return web.json_response({
+        "deployments": [_plan_one(c, spec, after) for spec in specs],
+        "policies": [{"name": p.name, "warnings": unenforced_policy(p)}
+                     for p in policies.values()]})
+
+
+def _plan_one(c: Controller, spec: Deployment,
+              policies: dict[str, PlacementPolicy]) -> dict[str, Any]:
+    effective, bound = c.merged(spec, policies)
+    planned = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs())
+    return {
+        "name": spec.name, "policies": bound, "warnings": unenforced(effective),
+        "summary": dict(Counter(p.change.value for p in planned)),
+        "slots": [{"slot": f"{spec.name}/{p.slot}", "node": p.node, "site": p.site,
+                   "message": p.message, "moves": p.moves, "change": p.change.value,
+                   "from": p.from_node, "reason": p.reason} for p in planned],
+    }
+
+
+# -- placement policies ----------------------------------------------------------
+
+
+def _policy_item(c: Controller, policy: PlacementPolicy) -> dict[str, Any]:
+    created = c.store.policy_created_at(policy.name)
+    return {"name": policy.name, "priority": policy.priority,
+            "selector": policy_to_document(policy)["spec"].get("selector", {}),
+            "deployments": c.bound_to(policy.name), "document": policy_to_document(policy),
+            "age_seconds": None if created is None else round(time.time() - created, 1)}
+
+
+async def get_policies(request: web.Request) -> web.Response:
+    c = _controller(request)
+    return web.json_response({"items": [_policy_item(c, c.policies[n])
+                                        for n in sorted(c.policies)]})
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    c = _controller(request)
+    policy = c.policies.get(request.match_info["name"])
+    if policy is None:
+        return _error(404, f"placement policy {request.match_info['name']} not found")
+    return web.json_response(_policy_item(c, policy))
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    """Store a placement policy unless a replica of a deployment it binds (or stops
+    binding) would then fit on no node (409, nothing stored)."""
+    c = _controller(request)
+    try:
+        policy = policy_from_document(await _json_body(request))
+    except PolicyError as exc:
+        return _error(422, "invalid placement policy",
+                      problems=[p.to_dict() for p in exc.problems])
+    if policy.name != request.match_info["name"]:
+        return _error(422, f"metadata.name {policy.name!r} does not match the URL "
+                      f"{request.match_info['name']!r}")
+    after = {**c.policies, policy.name: policy}
+    extra = {"warnings": unenforced_policy(policy)}
+    if not _allow_pending(request):
+        stuck = _stuck_under(c, after)
+        if stuck:
+            return _error(409, f"{len(stuck)} replica(s) would fit on no node under placement "
+                          f"policy {policy.name}; nothing was changed (use --allow-pending to "
+                          "accept it anyway)", unschedulable=stuck, **extra)
+    changed = c.apply_policy(policy)
+    return web.json_response({"name": policy.name, "changed": changed,
+                              "deployments": c.bound_to(policy.name), **extra})
+
+
+def _stuck_under(c: Controller, policies: dict[str, PlacementPolicy]) -> list[dict[str, str]]:
+    """Replicas that would fit on no node if ``policies`` replaced the stored ones,
+    each deployment planned on its own against what runs today."""
+    nodes, specs = list(c.inventory.nodes.values()), c.specs()
+    stuck = []
+    for name, record in sorted(c.deployments.items()):
+        if record.deleted:
+            continue
+        effective, _ = c.merged(record.spec, policies)
+        if effective == specs[name]:
+            continue
+        stuck += [{"slot": f"{name}/{p.slot}", "message": p.message}
+                  for p in dry_run(effective, nodes, c.slots, specs) if p.node is None]
+    return stuck
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    c = _controller(request)
+    name = request.match_info["name"]
+    if not c.delete_policy(name):
+        return _error(404, f"placement policy {name} not found")
+    return web.json_response({"name": name, "deleted": True})
 
 
 async def pod_logs(request: web.Request) -> web.Response:
@@ -249,9 +434,15 @@ def make_app(controller: Controller) -> web.Application:
         web.get("/api/v1/deployments/{name}", get_deployment),
         web.put("/api/v1/deployments/{name}", put_deployment),
         web.delete("/api/v1/deployments/{name}", delete_deployment),
+        web.get("/api/v1/deployments/{name}/revisions", get_revisions),
+        web.post("/api/v1/deployments/{name}/rollback", rollback_deployment),
         web.get("/api/v1/pods", get_pods),
         web.get("/api/v1/pods/{deployment}/{slot}/logs", pod_logs),
         web.post("/api/v1/plan", plan),
+        web.get("/api/v1/placementpolicies", get_policies),
+        web.get("/api/v1/placementpolicies/{name}", get_policy),
+        web.put("/api/v1/placementpolicies/{name}", put_policy),
+        web.delete("/api/v1/placementpolicies/{name}", delete_policy),
     ])
     return app
 

@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from federation.client import DEFAULT_SERVER, SERVER_ENV, ApiClient, ApiError, quote
@@ -25,12 +26,13 @@ from federation.output import FORMATS, resource_kind
 
 if TYPE_CHECKING:
     from policies.loader import LoadResult
-    from policies.model import Deployment
+    from policies.model import Deployment, PlacementPolicy
 
 OK, FAILED, USAGE = 0, 1, 2
 # Subcommands that are whole programs with their own argparse.
 _DELEGATED = {"controller": "federation.controller", "agent": "edge_agent.cli"}
 _DEPLOYMENT_KINDS = ("deployment", "deployments", "deploy")
+_POLICY_KINDS = ("placementpolicy", "placementpolicies", "pp")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,22 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
         _add_globals(p, argparse_default=False)
         return p
 
-    p = command("apply", _apply, "create or update the deployments in policy files",
-                "edgefed apply -f web.yaml -f db.yaml")
+    p = command("apply", _apply, "create or update the deployments and placement policies in "
+                "policy files (the policies first)", "edgefed apply -f web.yaml -f db.yaml")
     _add_files(p)
     p.add_argument("--allow-pending", action="store_true",
                    help="store deployments even if some replicas cannot be placed yet")
-    p = command("plan", _plan, "show where the deployments in files would be placed, and why"
-                " (dry run)", "edgefed plan -f web.yaml")
+    p = command("plan", _plan, "show where the deployments in files would be placed, what "
+                "would move, and why (dry run)", "edgefed plan -f web.yaml")
     _add_files(p)
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     p = command("validate", _validate, "check policy files without contacting the controller",
                 "edgefed validate -f web.yaml")
     _add_files(p)
-    p = command("get", _get, "list nodes, sites, deployments or pods",
+    p = command("get", _get, "list nodes, sites, deployments, pods or placement policies",
                 "edgefed get pods web -o wide")
-    p.add_argument("kind", type=_kind, metavar="KIND", help="nodes, sites, deployments or pods "
-                   "(also node, site, deployment/deploy, pod/po)")
+    p.add_argument("kind", type=_kind, metavar="KIND", help="nodes, sites, deployments, pods or "
+                   "placementpolicies (also node, site, deployment/deploy, pod/po, "
+                   "placementpolicy/pp)")
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="show only this one (for pods: a pod or a deployment name)")
     p.add_argument("-o", "--output", choices=FORMATS, default="table")
@@ -121,15 +124,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("-o", "--output", choices=("json", "yaml"),
                    help="print the controller's answer instead of the description")
-    p = command("delete", _delete, "delete deployments (their replicas are stopped)",
-                "edgefed delete deployment web")
-    p.add_argument("kind", choices=_DEPLOYMENT_KINDS, metavar="deployment")
+    p = command("delete", _delete, "delete deployments (their replicas are stopped) or "
+                "placement policies", "edgefed delete deployment web")
+    p.add_argument("kind", choices=_DEPLOYMENT_KINDS + _POLICY_KINDS,
+                   metavar="{deployment,placementpolicy}")
     p.add_argument("names", nargs="+", metavar="NAME")
     p = command("logs", _logs, "print the output of a pod's container",
                 "edgefed logs web/0 --tail 50")
     p.add_argument("pod", type=_pod, metavar="POD", help="DEPLOYMENT/SLOT, e.g. web/0 (or web-0)")
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    p = command("rollout", _rollout_usage, "list the revisions of a deployment or go back to one",
+                "edgefed rollout history web\n  edgefed rollout undo web --to-revision 2")
+    _add_rollout(p)
     return parser
+
+
+def _add_rollout(parent: argparse.ArgumentParser) -> None:
+    sub = parent.add_subparsers(dest="action", metavar="ACTION")
+    for name, run, text, example in (
+        ("history", _rollout_history, "list the revisions of a deployment and what each changed",
+         "edgefed rollout history web -o yaml"),
+        ("undo", _rollout_undo, "apply an earlier revision again, as a new revision (default: "
+         "the revision before the current one)", "edgefed rollout undo web --to-revision 2"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(run=run)
+        _add_globals(p, argparse_default=False)
+        p.add_argument("name", type=_deployment_name, metavar="NAME",
+                       help="the deployment (also deployment/NAME)")
+        if name == "history":
+            p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        else:
+            p.add_argument("--to-revision", type=_revision, metavar="N",
+                           help="the revision to go back to (see `edgefed rollout history`)")
+            p.add_argument("--allow-pending", action="store_true",
+                           help="go back even if some replicas cannot be placed yet")
 
 
 def _add_globals(parser: argparse.ArgumentParser, *, argparse_default: bool) -> None:
@@ -162,6 +193,20 @@ def _pod(text: str) -> tuple[str, int]:
         if deployment and slot.isdigit():
             return deployment, int(slot)
     raise argparse.ArgumentTypeError(f"{text!r}: expected DEPLOYMENT/SLOT, e.g. web/0")
+
+
+def _deployment_name(text: str) -> str:
+    """``web`` or, as kubectl writes it, ``deployment/web``."""
+    kind, sep, name = text.partition("/")
+    if sep and kind in _DEPLOYMENT_KINDS and name:
+        return name
+    return text
+
+
+def _revision(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a revision number, e.g. 2")
+    return int(text)
 
 
 def _count(text: str) -> int:
@@ -197,10 +242,18 @@ def _width() -> int:
 # -- policy files ---------------------------------------------------------------
 
 
-def _load(paths: Sequence[str]) -> list[tuple[str, Deployment]] | None:
-    """(file, deployment) for every deployment in the files, in order; None after
-    printing every problem if any file does not load."""
-    loaded: list[tuple[str, Deployment]] = []
+@dataclass
+class _Loaded:
+    """Everything in the files, in order, each with the file it came from."""
+
+    deployments: list[tuple[str, Deployment]] = field(default_factory=list)
+    policies: list[tuple[str, PlacementPolicy]] = field(default_factory=list)
+
+
+def _load(paths: Sequence[str]) -> _Loaded | None:
+    """The deployments and placement policies of the files; None after printing
+    every problem if any file does not load or a name is defined twice."""
+    loaded = _Loaded()
     ok = True
     for path in paths:
         result = _load_one(path)
@@ -209,14 +262,16 @@ def _load(paths: Sequence[str]) -> list[tuple[str, Deployment]] | None:
             continue
         for warning in result.warnings:
             print(warning, file=sys.stderr)
-        loaded += [(path, d) for d in result.deployments]
-    seen: dict[str, str] = {}
-    for path, deployment in loaded:
-        if deployment.name in seen:
-            ok = False
-            print(f"{path}: error: deployment {deployment.name} is also defined in "
-                  f"{seen[deployment.name]}", file=sys.stderr)
-        seen.setdefault(deployment.name, path)
+        loaded.deployments += [(path, d) for d in result.deployments]
+        loaded.policies += [(path, p) for p in result.policies]
+    for kind, items in (("deployment", loaded.deployments), ("placement policy", loaded.policies)):
+        seen: dict[str, str] = {}
+        for path, item in items:
+            if item.name in seen:
+                ok = False
+                print(f"{path}: error: {kind} {item.name} is also defined in {seen[item.name]}",
+                      file=sys.stderr)
+            seen.setdefault(item.name, path)
     return loaded if ok else None
 
 
@@ -240,6 +295,12 @@ def _document(deployment: Deployment) -> dict[str, Any]:
     return deployment_to_document(deployment)
 
 
+def _policy_document(policy: PlacementPolicy) -> dict[str, Any]:
+    from policies.model import policy_to_document
+
+    return policy_to_document(policy)
+
+
 def _print_problems(exc: ApiError, where: str) -> int:
     body = exc.body if isinstance(exc.body, dict) else {}
     lines = []
@@ -260,12 +321,30 @@ def _apply(args: argparse.Namespace) -> int:
     client = _client(args)
     query = {"allow_pending": True} if args.allow_pending else None
     worst = OK
-    for path, deployment in loaded:
+    # Policies first: the deployments of the same files are then checked and placed by them.
+    for path, policy in loaded.policies:
+        try:
+            resp = client.put(f"/api/v1/placementpolicies/{quote(policy.name)}",
+                              _policy_document(policy), query)
+        except ApiError as exc:
+            if exc.status == 409:
+                _warn(f"placementpolicy {policy.name}", exc.body)
+                worst = max(worst, _unschedulable(exc))
+            elif exc.status == 422:
+                worst = max(worst, _print_problems(exc, path))
+            else:
+                raise
+            continue
+        _warn(f"placementpolicy {policy.name}", resp)
+        state = "configured" if isinstance(resp, dict) and resp.get("changed") else "unchanged"
+        print(f"placementpolicy.edgefed.io/{policy.name} {state}")
+    for path, deployment in loaded.deployments:
         name = deployment.name
         try:
             resp = client.put(f"/api/v1/deployments/{quote(name)}", _document(deployment), query)
         except ApiError as exc:
             if exc.status == 409:
+                _warn(name, exc.body)
                 worst = max(worst, _unschedulable(exc))
             elif exc.status == 422:
                 worst = max(worst, _print_problems(exc, path))
@@ -273,10 +352,18 @@ def _apply(args: argparse.Namespace) -> int:
                 raise
             continue
         resp = resp if isinstance(resp, dict) else {}
+        _warn(name, resp)
         state = "configured" if resp.get("changed") else "unchanged"
         print(f"deployment.edgefed.io/{resp.get('name', name)} {state} "
               f"(revision {resp.get('revision', '?')})")
     return worst
+
+
+def _warn(name: str, answer: object) -> None:
+    """The controller's warnings for what it does not enforce: never silently ignored."""
+    warnings = answer.get("warnings") if isinstance(answer, dict) else None
+    for warning in warnings if isinstance(warnings, list) else []:
+        print(f"warning: {name}: {warning}", file=sys.stderr)
 
 
 def _unschedulable(exc: ApiError) -> int:
@@ -290,7 +377,8 @@ def _plan(args: argparse.Namespace) -> int:
     loaded = _load(args.files)
     if loaded is None:
         return USAGE
-    body = {"documents": [_document(d) for _, d in loaded]}
+    body = {"documents": [_policy_document(p) for _, p in loaded.policies]
+            + [_document(d) for _, d in loaded.deployments]}
     try:
         resp = _client(args).post("/api/v1/plan", body)
     except ApiError as exc:
@@ -299,6 +387,12 @@ def _plan(args: argparse.Namespace) -> int:
         raise
     from federation.output import render_data, render_plan
 
+    for policy in resp.get("policies") or [] if isinstance(resp, dict) else []:
+        if isinstance(policy, dict):
+            _warn(f"placementpolicy {policy.get('name')}", policy)
+    for deployment in resp.get("deployments") or [] if isinstance(resp, dict) else []:
+        if isinstance(deployment, dict):
+            _warn(str(deployment.get("name")), deployment)
     if args.output in ("json", "yaml"):
         sys.stdout.write(render_data(resp, args.output))
     else:
@@ -315,24 +409,57 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         for warning in result.warnings:
             print(warning, file=sys.stderr)
-        print(f"{path}: {len(result.deployments)} deployment(s) valid")
+        policies = (f", {len(result.policies)} placement polic"
+                    f"{'y' if len(result.policies) == 1 else 'ies'}" if result.policies else "")
+        print(f"{path}: {len(result.deployments)} deployment(s){policies} valid")
     return code
 
 
-def _get(args: argparse.Namespace) -> int:
-    from federation.output import render_items, select
+def _words(kind: str) -> tuple[str, str]:
+    """How messages name one and several of ``kind``."""
+    if kind == "placementpolicies":
+        return "placement policy", "placement policies"
+    return kind.removesuffix("s"), kind
 
+
+def _get(args: argparse.Namespace) -> int:
+    from federation.output import render_data, render_items, select
+
+    if args.kind == "deployments" and args.name is not None and args.output in ("json", "yaml"):
+        return _get_document(args)
     resp = _client(args).get(f"/api/v1/{args.kind}")
     items = resp.get("items") if isinstance(resp, dict) else None
     if not isinstance(items, list):
         return _fail(f"unexpected answer to GET /api/v1/{args.kind}: no list of items")
     shown = select(args.kind, [i for i in items if isinstance(i, dict)], args.name)
     if args.name is not None and not shown:
-        return _fail(f"{args.kind.removesuffix('s')} {args.name} not found")
+        return _fail(f"{_words(args.kind)[0]} {args.name} not found")
+    if args.kind == "placementpolicies" and args.name is not None and args.output in (
+            "json", "yaml"):
+        # Its document, as for a deployment: `edgefed apply -f` of it changes nothing.
+        sys.stdout.write(render_data(shown[0].get("document"), args.output))
+        return OK
     if not shown and args.output in ("table", "wide"):
-        print(f"no {args.kind} found", file=sys.stderr)
+        print(f"no {_words(args.kind)[1]} found", file=sys.stderr)
         return OK
     sys.stdout.write(render_items(args.kind, shown, args.output))
+    return OK
+
+
+def _get_document(args: argparse.Namespace) -> int:
+    """The deployment's own native document: `edgefed apply -f` of it changes nothing."""
+    from federation.output import render_data
+
+    try:
+        resp = _client(args).get(f"/api/v1/deployments/{quote(args.name)}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return _fail(f"deployment {args.name} not found")
+        raise
+    document = resp.get("document") if isinstance(resp, dict) else None
+    if not isinstance(document, dict):
+        return _fail(f"unexpected answer to GET /api/v1/deployments/{args.name}: no document")
+    sys.stdout.write(render_data(document, args.output))
     return OK
 
 
@@ -355,16 +482,19 @@ def _describe(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     client = _client(args)
+    policy = args.kind in _POLICY_KINDS
+    path, kind, what = (("placementpolicies", "placementpolicy", "placement policy") if policy
+                        else ("deployments", "deployment", "deployment"))
     code = OK
     for name in args.names:
         try:
-            client.delete(f"/api/v1/deployments/{quote(name)}")
+            client.delete(f"/api/v1/{path}/{quote(name)}")
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            code = _fail(f"deployment {name} not found")
+            code = _fail(f"{what} {name} not found")
             continue
-        print(f"deployment.edgefed.io/{name} deleted")
+        print(f"{kind}.edgefed.io/{name} deleted")
     return code
 
 
@@ -376,6 +506,52 @@ def _logs(args: argparse.Namespace) -> int:
     if not isinstance(logs, str):
         return _fail(f"unexpected answer for the logs of {deployment}/{slot}: no logs text")
     sys.stdout.write(logs)
+    return OK
+
+
+def _rollout_usage(args: argparse.Namespace) -> int:
+    raise UsageError("expected `edgefed rollout history NAME` or `edgefed rollout undo NAME`")
+
+
+def _rollout_history(args: argparse.Namespace) -> int:
+    try:
+        resp = _client(args).get(f"/api/v1/deployments/{quote(args.name)}/revisions")
+    except ApiError as exc:
+        if exc.status == 404:
+            return _fail(f"deployment {args.name} not found")
+        raise
+    items = resp.get("items") if isinstance(resp, dict) else None
+    if not isinstance(items, list):
+        return _fail(f"unexpected answer for the revisions of {args.name}: no list of items")
+    from federation.output import render_data, render_history
+
+    if args.output in ("json", "yaml"):
+        sys.stdout.write(render_data(items, args.output))
+    else:
+        sys.stdout.write(render_history([i for i in items if isinstance(i, dict)],
+                                        now=time.time(), width=_width()))
+    return OK
+
+
+def _rollout_undo(args: argparse.Namespace) -> int:
+    query = {"allow_pending": True} if args.allow_pending else None
+    try:
+        resp = _client(args).post(f"/api/v1/deployments/{quote(args.name)}/rollback",
+                                  {"revision": args.to_revision}, query)
+    except ApiError as exc:
+        if exc.status == 409 and isinstance(exc.body, dict) and exc.body.get("unschedulable"):
+            _warn(args.name, exc.body)
+            return _unschedulable(exc)
+        raise
+    resp = resp if isinstance(resp, dict) else {}
+    _warn(args.name, resp)
+    name, revision = resp.get("name", args.name), resp.get("revision", "?")
+    if resp.get("changed"):
+        print(f"deployment.edgefed.io/{name} rolled back to revision "
+              f"{resp.get('rolled_back_to', '?')} (revision {revision})")
+    else:
+        print(f"deployment.edgefed.io/{name} unchanged: "
+              f"{resp.get('message') or 'nothing to change'} (revision {revision})")
     return OK
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,11 +33,12 @@ from federation.model import (
     SlotKey,
     SlotRecord,
 )
-from federation.planning import new_round, request_for
+from federation.planning import misplaced, new_round, request_for
 from federation.reconcile import RESEND_AFTER, Forget, Place, Purge, Run, Stop, reconcile
 from federation.scheduler import place
 from federation.store import Store
-from policies.model import Deployment
+from policies.merge import effective_deployment
+from policies.model import Deployment, PlacementPolicy, deployment_from_document
 
 log = logging.getLogger("edgefed.controller")
 TICK = 1.0  # seconds between reconcile passes when nothing wakes the loop
@@ -61,6 +63,7 @@ class Controller:
         loaded = self.store.load_desired()
         self.deployments: dict[str, DeploymentRecord] = dict(loaded.deployments)
         self.slots: dict[SlotKey, SlotRecord] = dict(loaded.slots)
+        self.policies: dict[str, PlacementPolicy] = self.store.load_policies()
         self.instances: dict[tuple[str, str, int], wire.InstanceReport] = {}
         self.inflight: dict[str, Inflight] = {}  # command_id -> what and when, until answered
         # When each command was last sent, answered or not: reconcile resends only after
@@ -75,6 +78,7 @@ class Controller:
         self.ready = asyncio.Event()
         self.bus: Bus | None = None
         self._last_unschedulable: dict[SlotKey, str] = {}
+        self._effective: dict[str, tuple[Deployment, list[str]]] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -210,8 +214,39 @@ class Controller:
 
     # -- reconcile -------------------------------------------------------------
 
+    def effective(self, name: str) -> tuple[Deployment, list[str]]:
+        """Deployment ``name`` as it is scheduled and run: its own spec with the
+        placement policies that match it merged in, plus those policies' names.
+        Everything that places replicas or sends commands reads specs through here."""
+        cached = self._effective.get(name)
+        if cached is None:
+            cached = self._effective[name] = self.merged(self.deployments[name].spec)
+        return cached
+
+    def merged(self, spec: Deployment, policies: Mapping[str, PlacementPolicy] | None = None
+               ) -> tuple[Deployment, list[str]]:
+        """``spec`` (stored or not) with ``policies`` (default: the stored ones) merged in."""
+        return effective_deployment(spec, (self.policies if policies is None
+                                           else policies).values())
+
+    def bound_to(self, policy: str) -> list[str]:
+        """The deployments (not being deleted) that policy ``policy`` binds."""
+        return [name for name, record in sorted(self.deployments.items())
+                if not record.deleted and policy in self.effective(name)[1]]
+
+    def specs(self) -> dict[str, Deployment]:
+        """Every deployment's effective spec, by name."""
+        return {name: self.effective(name)[0] for name in self.deployments}
+
+    def _changed(self) -> None:
+        """Deployments or policies changed: effective specs are computed afresh."""
+        self._effective.clear()
+        self.wake.set()
+
     def desired(self) -> Desired:
-        return Desired(deployments=dict(self.deployments), slots=dict(self.slots))
+        return Desired(deployments={n: replace(d, spec=self.effective(n)[0])
+                                    for n, d in self.deployments.items()},
+                       slots=dict(self.slots))
 
     def observed(self, now: float) -> Observed:
         self.sent = {k: at for k, at in self.sent.items() if now - at < RESEND_AFTER}
@@ -238,7 +273,10 @@ class Controller:
                                     f"node {node.name} is {node.state.value}: {node.reason}",
                                     node=node.name)
             log.info("node %s -> %s (%s)", node.name, node.state.value, node.reason)
-        actions = reconcile(self.desired(), self.observed(now), now)
+        desired = self.desired()
+        live = {n: d.spec for n, d in desired.deployments.items() if not d.deleted}
+        must_move = misplaced(live, self.slots.values(), self.inventory.nodes.values())
+        actions = reconcile(desired, self.observed(now), now, misplaced=must_move)
         places = [a for a in actions if isinstance(a, Place)]
         if places:
             self._place(places, now)
@@ -252,18 +290,19 @@ class Controller:
                 self.store.forget_slot(action.deployment, action.index)
             elif isinstance(action, Purge):
                 self.deployments.pop(action.deployment, None)
+                self._effective.pop(action.deployment, None)
                 self.store.purge(action.deployment)
                 self.store.record_event(now, "Deleted", f"deployment {action.deployment} "
                                         "deleted; every instance stopped",
                                         deployment=action.deployment)
 
     def _place(self, places: list[Place], now: float) -> None:
-        specs = {n: d.spec for n, d in self.deployments.items()}
+        specs = self.specs()
         moving = {p.slot.key for p in places}
         rnd = new_round(self.inventory.nodes.values(),
                         [s for k, s in self.slots.items() if k not in moving], specs)
         for p in places:
-            spec = self.deployments[p.slot.deployment].spec
+            spec = specs[p.slot.deployment]
             generation = self.store.next_generation(p.slot.deployment, p.slot.index, p.generation)
             decision = place(request_for(spec, p.slot.index, generation,
                                          current_node=p.prefer_node), rnd)
@@ -276,7 +315,8 @@ class Controller:
                                             deployment=p.slot.deployment, slot=p.slot.index)
                     log.warning("cannot place %s: %s", p.slot.name, msg)
                 if p.slot.node is not None and p.slot.key in self.slots:
-                    # Its node is lost and nothing else fits: keep the record, mark the reason.
+                    # Its node is lost (or it may no longer stay there) and nothing else
+                    # fits: keep the record, mark the reason.
                     self.slots[p.slot.key] = replace(p.slot, explanation=expl)
                 else:
                     self.slots[p.slot.key] = replace(p.slot, node=None, explanation=expl)
@@ -306,7 +346,7 @@ class Controller:
 
     def _send_run(self, slot: SlotRecord, now: float) -> None:
         assert slot.node is not None
-        spec = self.deployments[slot.deployment].spec
+        spec = self.effective(slot.deployment)[0]
         c = spec.container
         workload = wire.WorkloadBody(
             image=c.image, command=c.command, args=c.args, env=dict(c.env),
@@ -335,16 +375,60 @@ class Controller:
 
     # -- operations the API calls ----------------------------------------------
 
-    def apply(self, spec: Deployment) -> tuple[DeploymentRecord, bool]:
+    def apply(self, spec: Deployment, *, cause: str = "") -> tuple[DeploymentRecord, bool]:
         now = time.time()
         record, changed = self.store.apply(spec, now)
         if changed:
             self.deployments[spec.name] = record
             self.store.record_event(now, "Applied", f"revision {record.revision}: "
-                                    f"{spec.replicas} replica(s) of {spec.container.image}",
-                                    deployment=spec.name)
-            self.wake.set()
+                                    f"{spec.replicas} replica(s) of {spec.container.image}"
+                                    + (f" ({cause})" if cause else ""), deployment=spec.name)
+            self._changed()
         return record, changed
+
+    def rollback_target(self, name: str, revision: int | None) -> tuple[int, Deployment]:
+        """The revision ``rollout undo`` goes back to (default: the one before the
+        current) and its spec. Raises LookupError with the message for the operator."""
+        record = self.deployments.get(name)
+        if record is None:
+            raise LookupError(f"deployment {name} not found")
+        known = [r for r, _ in self.store.revisions(name)]
+        if revision is None:
+            earlier = [r for r in known if r < record.revision]
+            if not earlier:
+                raise LookupError(f"deployment {name} has no revision before its current "
+                                  f"revision {record.revision}")
+            revision = earlier[-1]
+        document = self.store.revision_document(name, revision)
+        if document is None:
+            raise LookupError(f"deployment {name} has no revision {revision} (revisions: "
+                              f"{_ranges(known)})")
+        return revision, deployment_from_document(document)
+
+    def apply_policy(self, policy: PlacementPolicy) -> bool:
+        """Store ``policy``; the next pass places by it. False when nothing changed."""
+        now = time.time()
+        before = set(self.bound_to(policy.name))
+        if not self.store.put_policy(policy, now):
+            return False
+        self.policies[policy.name] = policy
+        self._changed()
+        for name in sorted(before | set(self.bound_to(policy.name))):
+            self.store.record_event(now, "PolicyApplied", f"placement policy {policy.name} "
+                                    f"(priority {policy.priority}) applied", deployment=name)
+        return True
+
+    def delete_policy(self, name: str) -> bool:
+        now = time.time()
+        bound = self.bound_to(name)
+        if not self.store.delete_policy(name):
+            return False
+        self.policies.pop(name, None)
+        self._changed()
+        for deployment in bound:
+            self.store.record_event(now, "PolicyDeleted", f"placement policy {name} deleted",
+                                    deployment=deployment)
+        return True
 
     def delete(self, name: str) -> bool:
         record = self.deployments.get(name)
@@ -352,7 +436,7 @@ class Controller:
             return False
         self.store.mark_deleted(name, time.time())
         self.deployments[name] = replace(record, deleted=True)
-        self.wake.set()
+        self._changed()
         return True
 
     async def logs(self, deployment: str, slot: int, tail: int) -> wire.Event:
@@ -377,6 +461,17 @@ class Controller:
                    if d == deployment and inst.state == "running"
                    and (s := self.slots.get((d, i))) is not None and s.node == node
                    and s.generation == inst.generation)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``1-3, 5``: sorted numbers with runs folded."""
+    parts: list[str] = []
+    for n in sorted(numbers):
+        if parts and parts[-1].split("-")[-1] == str(n - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{n}"
+        else:
+            parts.append(str(n))
+    return ", ".join(parts) or "none"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,13 @@ from typing import Any
 from policies.quantity import format_cpu, human_memory
 
 FORMATS = ("table", "wide", "json", "yaml")
-KINDS = ("nodes", "sites", "deployments", "pods")
+KINDS = ("nodes", "sites", "deployments", "pods", "placementpolicies")
 _ALIASES = {
     "node": "nodes", "no": "nodes",
     "site": "sites",
     "deployment": "deployments", "deploy": "deployments",
     "pod": "pods", "po": "pods",
+    "placementpolicy": "placementpolicies", "pp": "placementpolicies",
 }
 NONE = "<none>"
 UNKNOWN_AGE = "<unknown>"
@@ -166,12 +167,20 @@ def _pod_row(p: Item, wide: bool) -> Row:
     return row
 
 
+def _policy_row(p: Item, wide: bool) -> Row:
+    deployments = p.get("deployments")
+    bound = ",".join(map(str, deployments)) if isinstance(deployments, list) else None
+    return [_text(p.get("name")), _text(p.get("priority")), format_selector(p.get("selector")),
+            _text(bound), format_age(p.get("age_seconds"))]
+
+
 _TABLES: dict[str, tuple[Row, Any]] = {
     "nodes": (("NAME", "SITE", "STATE", "RUNTIME", "ARCH", "CPU", "MEMORY", "INSTANCES", "AGE"),
               _node_row),
     "sites": (("NAME", "NODES", "READY", "LABELS"), _site_row),
     "deployments": (("NAME", "READY", "REVISION", "IMAGE", "STRATEGY"), _deployment_row),
     "pods": (("NAME", "NODE", "SITE", "STATE", "GENERATION", "RESTARTS", "AGE"), _pod_row),
+    "placementpolicies": (("NAME", "PRIORITY", "SELECTOR", "DEPLOYMENTS", "AGE"), _policy_row),
 }
 _WIDE_HEADERS: dict[str, Row] = {
     "nodes": ("LABELS", "EPOCH", "REASON"),
@@ -245,14 +254,57 @@ def _indent(text: str, prefix: str = "  ") -> str:
 # -- plan -----------------------------------------------------------------------
 
 
+_CHANGES = ("stays", "new", "replaced", "moves", "unschedulable")
+_CHANGE_WORDS = {"stays": "staying", "moves": "moving"}
+
+
 def render_plan(response: Mapping[str, Any], *, width: int) -> str:
-    """``edgefed plan``: where each slot would go and why (wrapped, never cut)."""
+    """``edgefed plan``: where each slot would go, what changes and why (wrapped,
+    never cut), then one line per deployment counting the changes."""
     rows: list[Row] = []
+    totals = []
     for deployment in _list(response.get("deployments")):
         for slot in _list(deployment.get("slots")):
+            reason, message = slot.get("reason"), _text(slot.get("message"))
             rows.append([_text(slot.get("slot")), _text(slot.get("node")),
-                         _text(slot.get("site")), _text(slot.get("message"))])
-    return render_table(("SLOT", "NODE", "SITE", "WHY"), rows, width=width, fold=("WHY",))
+                         _text(slot.get("site")), _change(slot),
+                         f"{reason}; {message}" if reason else message])
+        totals.append(_plan_total(deployment))
+    table = render_table(("SLOT", "NODE", "SITE", "CHANGE", "WHY"), rows, width=width,
+                         fold=("WHY",))
+    return table + "".join(line + "\n" for line in totals if line)
+
+
+def _change(slot: Mapping[str, Any]) -> str:
+    change = slot.get("change")
+    if change == "moves" and slot.get("from"):
+        return f"moves from {slot['from']}"
+    return _text(change)
+
+
+def _plan_total(deployment: Mapping[str, Any]) -> str:
+    """``web: 1 staying, 2 moving (policies: eu-residency)``."""
+    summary = _mapping(deployment, "summary")
+    counts = [f"{summary[c]} {_CHANGE_WORDS.get(c, c)}" for c in _CHANGES if summary.get(c)]
+    if not counts:
+        return ""
+    policies = deployment.get("policies")
+    bound = f" (policies: {', '.join(map(str, policies))})" if isinstance(policies, list) and \
+        policies else ""
+    return f"{_text(deployment.get('name'))}: {', '.join(counts)}{bound}"
+
+
+# -- rollout history -----------------------------------------------------------------
+
+
+def render_history(items: Sequence[Item], *, now: float, width: int) -> str:
+    """``edgefed rollout history``: each revision, when it was applied, what it changed."""
+    rows: list[Row] = [
+        [_text(i.get("revision")), _event_age(i.get("applied_at"), now),
+         "*" if i.get("current") is True else "", _text(i.get("summary"))]
+        for i in items]
+    return render_table(("REVISION", "AGE", "CURRENT", "CHANGE"), rows, width=width,
+                        fold=("CHANGE",))
 
 
 def _list(value: object) -> list[Item]:
@@ -268,21 +320,22 @@ def describe_deployment(resp: Mapping[str, Any], *, now: float, width: int) -> s
     meta = _mapping(doc, "metadata")
     spec = _mapping(doc, "spec")
     container = _mapping(spec, "container")
-    placement = _mapping(spec, "placement")
+    # The placement in force: the deployment's own merged with its policies.
+    placement = _mapping(_mapping(_mapping(resp, "effective") or doc, "spec"), "placement")
     out = _fields([
         ("Name", _text(resp.get("name"))),
         ("Revision", _revision(resp, now)),
         ("Replicas", f"{_text(resp.get('replicas'))} desired, {_text(resp.get('running'))} running"),
         ("Labels", format_labels(meta.get("labels"))),
         ("Restart policy", _text(spec.get("restartPolicy") or "Always")),
+        ("Policies", ", ".join(f"{p.get('name')} (priority {p.get('priority')})"
+                               for p in _list(resp.get("policies"))) or NONE),
     ])
     out += "Container:\n" + _indent(_fields(_container_fields(container)))
-    out += "Placement:\n" + _indent(_fields([
-        ("Strategy", _text(placement.get("strategy") or "two-phase")),
-        ("Node selector", format_selector(placement.get("nodeSelector"))),
-        ("Site selector", format_selector(placement.get("siteSelector"))),
-        ("Weights", format_labels(placement.get("weights"))),
-    ]))
+    out += "Placement:\n" + _indent(_fields(_placement_fields(placement)))
+    warnings = [str(w) for w in resp.get("warnings") or [] if isinstance(w, str)]
+    if warnings:
+        out += "Not enforced:\n" + "".join(f"  {w}\n" for w in warnings)
     out += _section("Slots", _replica_table(_list(resp.get("slots")), width - 2))
     out += _section("Events", _event_table(_list(resp.get("events")), _text(resp.get("name")),
                                            now, width - 2))
@@ -323,6 +376,25 @@ def _container_fields(c: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Env", format_labels(c.get("env"))),
         ("Resources", resources),
         ("Ports", ", ".join(_port(p) for p in _list(c.get("ports"))) or NONE),
+    ]
+
+
+def _placement_fields(p: Mapping[str, Any]) -> list[tuple[str, str]]:
+    residency = _mapping(p, "residency")
+    limits = [f"{p[k]} per {word}" for k, word in (("maxPerNode", "node"), ("maxPerSite", "site"))
+              if p.get(k)]
+    return [
+        ("Strategy", _text(p.get("strategy") or "two-phase")),
+        ("Node selector", format_selector(p.get("nodeSelector"))),
+        ("Site selector", format_selector(p.get("siteSelector"))),
+        ("Residency", "; ".join(f"{k} {','.join(map(str, v))}" for k, v in sorted(
+            residency.items()) if isinstance(v, list) and v) or NONE),
+        ("Limits", ", ".join(limits) or NONE),
+        ("Anti-affinity", "; ".join(
+            f"{format_selector(t.get('selector'))} ({t.get('scope') or 'node'}"
+            + (")" if t.get("required") else f", preferred, weight {t.get('weight', 100)})")
+            for t in _list(p.get("antiAffinity"))) or NONE),
+        ("Weights", format_labels(p.get("weights"))),
     ]
 
 

@@ -10,24 +10,155 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from federation.inventory import Node, NodeState
 from federation.model import SlotKey, SlotRecord, template_of
-from federation.scheduler import Decision, Request, Round, Usage, place
-from policies.model import Deployment
+from federation.scheduler import (
+    STAY_FILTERS,
+    Apart,
+    Decision,
+    Request,
+    Round,
+    Scope,
+    Usage,
+    place,
+    refusals,
+)
+from policies.model import (
+    Container,
+    Deployment,
+    Failover,
+    OnReconnect,
+    Placement,
+    PlacementPolicy,
+    Rollout,
+    Security,
+)
 
 
 def request_for(spec: Deployment, slot: int, generation: int, *,
                 current_node: str | None = None) -> Request:
-    c = spec.container
+    c, p = spec.container, spec.placement
     return Request(
         deployment=spec.name, slot=slot, generation=generation, current_node=current_node,
+        labels=spec.labels,
         cpu_millis=c.resources.cpu_millis, memory_bytes=c.resources.memory_bytes,
-        host_ports=tuple(p.host_port for p in c.ports if p.host_port),
+        devices={kind: n for kind, n in c.resources.devices.items() if n > 0},
+        host_ports=tuple(port.host_port for port in c.ports if port.host_port),
         has_command=bool(c.command),
-        node_selector=spec.placement.node_selector, site_selector=spec.placement.site_selector,
-        weights=spec.placement.weights,
+        node_selector=p.node_selector, site_selector=p.site_selector,
+        countries=p.residency.countries, regions=p.residency.regions,
+        max_per_node=p.max_per_node, max_per_site=p.max_per_site,
+        apart=tuple(Apart(selector=t.selector, scope=Scope(t.scope.value))
+                    for t in p.anti_affinity if t.required and t.scope.value in _APART_SCOPES),
+        weights=p.weights,
     )
+
+
+_APART_SCOPES = frozenset(s.value for s in Scope)
+
+
+# -- what the scheduler and the runtime honour --------------------------------------
+
+# Fields of a deployment that are enforced as written (the rest are in unenforced()):
+ENFORCED = (
+    "spec.replicas", "spec.restartPolicy",
+    "spec.container.image, command, args, env, ports (host ports are a filter)",
+    "spec.container.resources.cpu, memory (the resources filter; the runtime limits to them)",
+    "spec.container.resources.devices (the devices filter)",
+    "spec.placement.nodeSelector (platform and node-selector filters)",
+    "spec.placement.siteSelector", "spec.placement.residency", "spec.placement.maxPerNode",
+    "spec.placement.maxPerSite", "spec.placement.weights",
+    "spec.placement.antiAffinity with required: true and scope node or site",
+    "spec.placement.tolerations (accepted; nodes carry no taints yet, so none is needed)",
+    "spec.failover.onReconnect: keep-replacement (what a returning node always does)",
+)
+
+_IGNORED = "the scheduler ignores it"
+_IGNORED_MANY = "the scheduler ignores them"
+
+
+def unenforced(spec: Deployment) -> list[str]:
+    """A warning for every field ``spec`` sets that nothing enforces yet, naming the
+    field: applying or planning such a deployment says so instead of ignoring it
+    silently. Together with :data:`ENFORCED` this is the whole model."""
+    out = _placement_warnings(spec.placement) + _container_warnings(spec.container)
+    if spec.rollout != Rollout():
+        out.append("spec.rollout: paced rollouts are not enforced yet; a new template replaces "
+                   "every replica at once")
+    return out + _failover_warnings(spec.failover)
+
+
+def unenforced_policy(policy: PlacementPolicy) -> list[str]:
+    """:func:`unenforced` for the fields a placement policy sets."""
+    return _placement_warnings(policy.placement) + _failover_warnings(policy.failover)
+
+
+def _placement_warnings(p: Placement) -> list[str]:
+    out = []
+    if p.strategy != "two-phase":
+        out.append(f"spec.placement.strategy: {p.strategy} is not implemented yet; the "
+                   "deployment is placed with two-phase")
+    for i, term in enumerate(p.affinity):
+        out.append(f"spec.placement.affinity[{i}]: " + (
+            f"required affinity is not enforced yet; {_IGNORED}" if term.required
+            else f"affinity preferences are not scored yet; {_IGNORED_MANY}"))
+    for i, term in enumerate(p.anti_affinity):
+        if not term.required:
+            out.append(f"spec.placement.antiAffinity[{i}]: anti-affinity preferences are not "
+                       f"scored yet; {_IGNORED_MANY}")
+        elif term.scope.value not in _APART_SCOPES:
+            out.append(f"spec.placement.antiAffinity[{i}]: anti-affinity at scope "
+                       f"{term.scope.value} is not enforced yet (only node and site); {_IGNORED}")
+    if p.spread:
+        out.append("spec.placement.spread: topology spread constraints are not enforced yet; "
+                   f"{_IGNORED_MANY} (the spread-sites and spread-nodes scores still spread "
+                   "replicas)")
+    if p.split:
+        out.append(f"spec.placement.split: weighted splits over site groups are not enforced "
+                   f"yet; {_IGNORED_MANY}")
+    if p.users:
+        out.append(f"spec.placement.users: latency-aware placement is not enforced yet; {_IGNORED}")
+    return out
+
+
+def _container_warnings(c: Container) -> list[str]:
+    out = []
+    if c.resources.devices:
+        out.append("spec.container.resources.devices: replicas go only to nodes that report "
+                   "enough devices, and agents report none yet; the runtime does not pass "
+                   "devices to the container yet")
+    if c.data_sets:
+        out.append("spec.container.dataSets: data locality is not enforced yet; the scheduler "
+                   "ignores it and the runtime does not mount data sets")
+    if c.volumes:
+        out.append("spec.container.volumes: host path volumes are not mounted yet; the runtime "
+                   "ignores them")
+    if c.health_check is not None:
+        out.append("spec.container.healthCheck: health checks are not run yet; the agent "
+                   "ignores it")
+    if c.security != Security():
+        out.append("spec.container.security: security settings are not applied yet; the "
+                   "runtime ignores them")
+    return out
+
+
+def _failover_warnings(f: Failover) -> list[str]:
+    out = []
+    if f.grace != Failover().grace:
+        out.append("spec.failover.grace: a per-deployment grace is not enforced yet; the "
+                   "controller's --lost-after applies")
+    if f.disconnect_tolerance != Failover().disconnect_tolerance:
+        out.append("spec.failover.disconnectTolerance: not enforced yet; a Lost node's "
+                   "replicas are replaced after the controller's --lost-after")
+    if f.on_reconnect is not OnReconnect.KEEP_REPLACEMENT:
+        out.append(f"spec.failover.onReconnect: {f.on_reconnect.value} is not enforced yet; a "
+                   "node that comes back stops its superseded instances (keep-replacement)")
+    if f.singleton:
+        out.append("spec.failover.singleton: not enforced yet; across a partition a "
+                   "replacement may start while the original still runs")
+    return out
 
 
 def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
@@ -40,12 +171,43 @@ def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
         if slot.node is None or spec is None or slot.deployment == exclude:
             continue
         req = request_for(spec, slot.index, slot.generation)
-        cur = committed.get(slot.node, Usage())
-        committed[slot.node] = Usage(cpu_millis=cur.cpu_millis + req.cpu_millis,
-                                     memory_bytes=cur.memory_bytes + req.memory_bytes,
-                                     host_ports=cur.host_ports | frozenset(req.host_ports))
+        committed[slot.node] = committed.get(slot.node, Usage()).plus(req)
         placed.setdefault(slot.deployment, Counter())[slot.node] += 1
-    return Round(nodes=list(nodes), committed=committed, placed=placed)
+    labels = {name: spec.labels for name, spec in specs.items() if name != exclude}
+    return Round(nodes=list(nodes), committed=committed, placed=placed, deployment_labels=labels)
+
+
+def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],
+              nodes: Iterable[Node]) -> dict[SlotKey, str]:
+    """Placed replicas on Ready nodes that may no longer stay there, with the reason:
+    the scheduler's ``STAY_FILTERS`` refuse their node under the current placement.
+    Slots are taken in order, so when a limit is lowered the highest slots move."""
+    rnd = Round(nodes=list(nodes))
+    out: dict[SlotKey, str] = {}
+    for slot in sorted(slots, key=lambda s: s.key):
+        spec = specs.get(slot.deployment)
+        node = rnd.by_name.get(slot.node) if slot.node else None
+        if (spec is None or node is None or node.state is not NodeState.READY
+                or slot.index >= spec.replicas):
+            continue
+        req = request_for(spec, slot.index, slot.generation)
+        refused = refusals(req, node, rnd, STAY_FILTERS)
+        if refused:
+            out[slot.key] = (f"node {node.name} no longer fits: "
+                             + ", ".join(r.reason for r in refused))
+        else:
+            rnd.reserve(req, node.name)
+    return out
+
+
+class Change(StrEnum):
+    """What a dry run says would happen to one replica."""
+
+    STAYS = "stays"  # keeps running where it runs
+    NEW = "new"  # not placed yet; placed on a node
+    MOVES = "moves"  # runs on one node now, would run on another
+    REPLACED = "replaced"  # a new template on the node it runs on
+    UNSCHEDULABLE = "unschedulable"  # would fit on no node
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,32 +216,62 @@ class PlannedSlot:
     node: str | None
     site: str | None
     message: str
-    moves: bool  # placed somewhere new (vs staying where it runs)
+    change: Change
+    from_node: str | None = None  # where it runs now, when it is placed anew
+    reason: str = ""  # why a replica that runs somewhere is placed anew
+
+    @property
+    def moves(self) -> bool:
+        """Placed anew, rather than staying where it runs."""
+        return self.change is not Change.STAYS
 
 
 def dry_run(spec: Deployment, nodes: Sequence[Node], slots: Mapping[SlotKey, SlotRecord],
             specs: Mapping[str, Deployment]) -> list[PlannedSlot]:
-    """Where each replica of ``spec`` would run if applied now."""
+    """Where each replica of ``spec`` would run if applied now, decided as the
+    controller's next pass would: a replica stays unless its node is gone or Lost,
+    its template changed (then it prefers its node) or it may no longer stay."""
     rnd = new_round(nodes, slots.values(), specs, exclude=spec.name)
     template = template_of(spec)
     by_name = {n.name: n for n in nodes}
-    out = []
+    mine = [s for i in range(spec.replicas) if (s := slots.get((spec.name, i))) is not None]
+    must_move = misplaced({spec.name: spec}, mine, nodes)
     keep = []
-    for index in range(spec.replicas):
-        current = slots.get((spec.name, index))
-        node = by_name.get(current.node) if current and current.node else None
-        if (current is not None and node is not None and node.state is not NodeState.LOST
-                and current.template == template):
-            rnd.reserve(request_for(spec, index, current.generation), node.name)
-            keep.append(PlannedSlot(slot=index, node=node.name, site=node.site, moves=False,
-                                    message=f"stays on {node.name}"))
+    for current in mine:
+        node = by_name.get(current.node) if current.node else None
+        if (node is not None and node.state is not NodeState.LOST
+                and current.template == template and current.key not in must_move):
+            rnd.reserve(request_for(spec, current.index, current.generation), node.name)
+            keep.append(PlannedSlot(slot=current.index, node=node.name, site=node.site,
+                                    change=Change.STAYS, message=f"stays on {node.name}"))
     kept = {p.slot for p in keep}
-    for index in range(spec.replicas):
-        if index in kept:
-            continue
-        current = slots.get((spec.name, index))
-        decision: Decision = place(request_for(spec, index, (current.generation if current else 0)
-                                               + 1), rnd)
-        out.append(PlannedSlot(slot=index, node=decision.node, site=decision.site, moves=True,
-                               message=decision.explanation.message))
+    out = [_replan(spec, index, slots.get((spec.name, index)), by_name, must_move, rnd)
+           for index in range(spec.replicas) if index not in kept]
     return sorted(keep + out, key=lambda p: p.slot)
+
+
+def _replan(spec: Deployment, index: int, current: SlotRecord | None,
+            nodes: Mapping[str, Node], must_move: Mapping[SlotKey, str],
+            rnd: Round) -> PlannedSlot:
+    """Place one replica of a dry run, saying why and what changes for it."""
+    here = current.node if current is not None else None
+    node = nodes.get(here) if here else None
+    prefer, reason = None, ""
+    if current is not None and here is not None:
+        if current.key in must_move:
+            reason = must_move[current.key]
+        elif node is None or node.state is NodeState.LOST:
+            reason = f"node {here} is lost" if node else f"node {here} is gone"
+        else:
+            reason = "template changed"
+            prefer = here if node.state is NodeState.READY else None
+    generation = (current.generation if current else 0) + 1
+    decision: Decision = place(request_for(spec, index, generation, current_node=prefer), rnd)
+    if decision.node is None:
+        change = Change.UNSCHEDULABLE
+    elif here is None:
+        change = Change.NEW
+    else:
+        change = Change.REPLACED if decision.node == here else Change.MOVES
+    return PlannedSlot(slot=index, node=decision.node, site=decision.site, change=change,
+                       from_node=here, reason=reason, message=decision.explanation.message)

@@ -8,16 +8,24 @@ Rules, in order, for every slot of every deployment:
 
 * slot beyond ``replicas`` or deployment deleted -> Stop its instance, Forget it
 * not placed, or its node is Lost            -> Place (generation + 1)
+* placed on a Ready node it may not stay on  -> Place elsewhere (generation + 1)
 * placed on a Ready node, template changed   -> Place, preferring its node (generation + 1)
 * placed, instance not at its generation     -> Run (again, once per resend period)
 
 and for every live instance an agent reports: if no slot claims it at that
 node and generation, Stop it (it was superseded or its slot is gone).
+
+Whether a replica may stay on its node is the scheduler's question, not this
+module's: the caller passes the answer in as ``misplaced`` (slot -> why not;
+see ``planning.misplaced``), as Nomad's reconciler asks the scheduler whether
+an update can happen in place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from federation.inventory import NodeState
 from federation.model import (
@@ -27,10 +35,12 @@ from federation.model import (
     Desired,
     Observed,
     Op,
+    SlotKey,
     SlotRecord,
 )
 
 RESEND_AFTER = 5.0  # seconds before an unconfirmed command is sent again
+_NOTHING: Mapping[SlotKey, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +85,8 @@ def _recently_sent(observed: Observed, key: CommandKey, now: float) -> bool:
     return sent is not None and now - sent < RESEND_AFTER
 
 
-def reconcile(desired: Desired, observed: Observed, now: float) -> list[Action]:
+def reconcile(desired: Desired, observed: Observed, now: float, *,
+              misplaced: Mapping[SlotKey, str] = _NOTHING) -> list[Action]:
     actions: list[Action] = []
     for name, dep in sorted(desired.deployments.items()):
         replicas = 0 if dep.deleted else dep.spec.replicas
@@ -83,7 +94,7 @@ def reconcile(desired: Desired, observed: Observed, now: float) -> list[Action]:
         for index in range(replicas):
             slot = slots.get(index) or SlotRecord(deployment=name, index=index, generation=0,
                                                   revision=dep.revision, template=dep.template)
-            actions.extend(_slot_actions(slot, dep, observed, now))
+            actions.extend(_slot_actions(slot, dep, observed, now, misplaced.get(slot.key)))
         for index, slot in sorted(slots.items()):
             if index >= replicas:
                 if slot.node is not None:
@@ -98,7 +109,7 @@ def reconcile(desired: Desired, observed: Observed, now: float) -> list[Action]:
 
 
 def _slot_actions(slot: SlotRecord, dep: DeploymentRecord, observed: Observed,
-                  now: float) -> list[Action]:
+                  now: float, may_not_stay: str | None) -> list[Action]:
     node = observed.nodes.get(slot.node) if slot.node else None
     if slot.node is None or node is None or node.state is NodeState.LOST:
         if slot.node is not None:
@@ -107,6 +118,9 @@ def _slot_actions(slot: SlotRecord, dep: DeploymentRecord, observed: Observed,
             why = "new replica" if slot.generation == 0 else "not placed yet"
         return [Place(slot=slot, generation=slot.generation + 1, revision=dep.revision,
                       reason=why)]
+    if may_not_stay is not None and node.state is NodeState.READY:
+        return [Place(slot=slot, generation=slot.generation + 1, revision=dep.revision,
+                      reason=may_not_stay)]
     if slot.template != dep.template and node.state is NodeState.READY:
         return [Place(slot=slot, generation=slot.generation + 1, revision=dep.revision,
                       prefer_node=slot.node,

@@ -15,14 +15,31 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from federation.inventory import Node, NodeState, site_labels
 from policies.model import Selector
 from policies.quantity import format_cpu, human_memory
 
 # -- request and results -------------------------------------------------------
+
+
+class Scope(StrEnum):
+    """Where a required anti-affinity term counts replicas."""
+
+    NODE = "node"
+    SITE = "site"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Apart:
+    """A required anti-affinity term: no replica of a deployment whose labels
+    ``selector`` matches may run in the same ``scope`` (itself included)."""
+
+    selector: Selector
+    scope: Scope = Scope.NODE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,12 +49,19 @@ class Request:
     deployment: str
     slot: int
     generation: int
+    labels: Mapping[str, str] = field(default_factory=dict)  # the deployment's
     cpu_millis: int = 0
     memory_bytes: int = 0
+    devices: Mapping[str, int] = field(default_factory=dict)  # device kind -> count
     host_ports: tuple[int, ...] = ()
     has_command: bool = False
     node_selector: Selector = field(default_factory=Selector)
     site_selector: Selector = field(default_factory=Selector)
+    countries: tuple[str, ...] = ()  # residency: allowed `country` labels; () allows any
+    regions: tuple[str, ...] = ()  # residency: allowed `region` labels; () allows any
+    max_per_node: int = 0  # replicas of this deployment per node; 0: no limit
+    max_per_site: int = 0
+    apart: tuple[Apart, ...] = ()
     weights: Mapping[str, float] = field(default_factory=dict)
     current_node: str | None = None  # where the replica runs now, if it is being replaced
 
@@ -54,7 +78,7 @@ class Rejection:
     reason: str
     need: int | None = None
     free: int | None = None
-    unit: str = ""  # "cpu" | "memory" when need/free are set
+    unit: str = ""  # "cpu" | "memory" | "count" (devices) when need/free are set
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +150,16 @@ class Usage:
     cpu_millis: int = 0
     memory_bytes: int = 0
     host_ports: frozenset[int] = frozenset()
+    devices: Mapping[str, int] = field(default_factory=dict)
+
+    def plus(self, req: Request) -> Usage:
+        """This usage with ``req``'s requests added."""
+        devices = dict(self.devices)
+        for kind, count in req.devices.items():
+            devices[kind] = devices.get(kind, 0) + count
+        return Usage(cpu_millis=self.cpu_millis + req.cpu_millis,
+                     memory_bytes=self.memory_bytes + req.memory_bytes,
+                     host_ports=self.host_ports | frozenset(req.host_ports), devices=devices)
 
 
 @dataclass
@@ -134,12 +168,14 @@ class Round:
 
     ``committed`` is what the controller has already assigned to each node
     (desired state), so capacity reports lagging behind commands do not let a
-    node be over-committed. ``placed`` counts replicas per deployment and node.
+    node be over-committed. ``placed`` counts replicas per deployment and node;
+    ``deployment_labels`` holds the labels anti-affinity matches.
     """
 
     nodes: Sequence[Node]
     committed: dict[str, Usage] = field(default_factory=dict)
     placed: dict[str, Counter[str]] = field(default_factory=dict)
+    deployment_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
     # Reserved by placements in this round: always on top of what is already used.
     reserved: dict[str, Usage] = field(default_factory=dict)
 
@@ -160,26 +196,41 @@ class Round:
         cpu, mem = mine.cpu_millis, mine.memory_bytes
         if reported is not None:
             cpu, mem = max(cpu, reported.cpu_millis), max(mem, reported.memory_bytes)
+        devices = dict(mine.devices)
+        for kind, count in extra.devices.items():
+            devices[kind] = devices.get(kind, 0) + count
         return Usage(cpu_millis=cpu + extra.cpu_millis, memory_bytes=mem + extra.memory_bytes,
-                     host_ports=mine.host_ports | extra.host_ports)
+                     host_ports=mine.host_ports | extra.host_ports, devices=devices)
 
     def free(self, node: Node) -> tuple[int, int]:
         used = self.usage(node)
         alloc = node.allocatable
         return alloc.cpu_millis - used.cpu_millis, alloc.memory_bytes - used.memory_bytes
 
+    def free_devices(self, node: Node, kind: str) -> int:
+        """Devices of ``kind`` the agent reports, less those slots hold. Agents do not
+        report what their instances use, so the committed count is all there is."""
+        reported = node.capacity.devices.get(kind, 0) if node.capacity else 0
+        return reported - self.usage(node).devices.get(kind, 0)
+
     def reserve(self, request: Request, node: str) -> None:
-        cur = self.reserved.get(node, Usage())
-        self.reserved[node] = Usage(
-            cpu_millis=cur.cpu_millis + request.cpu_millis,
-            memory_bytes=cur.memory_bytes + request.memory_bytes,
-            host_ports=cur.host_ports | frozenset(request.host_ports),
-        )
+        self.reserved[node] = self.reserved.get(node, Usage()).plus(request)
         self.placed.setdefault(request.deployment, Counter())[node] += 1
+        self.deployment_labels.setdefault(request.deployment, request.labels)
 
     def count_on_site(self, deployment: str, site: str) -> int:
         counts = self.placed.get(deployment, Counter())
         return sum(c for n, c in counts.items() if n in self.by_name and self.by_name[n].site == site)
+
+    def count_matching(self, selector: Selector, node: Node, scope: Scope) -> int:
+        """Replicas on ``node`` (or its site) of deployments whose labels ``selector`` matches."""
+        total = 0
+        for deployment, counts in self.placed.items():
+            if selector.first_mismatch(self.deployment_labels.get(deployment, {})) is not None:
+                continue
+            total += (counts[node.name] if scope is Scope.NODE
+                      else self.count_on_site(deployment, node.site))
+        return total
 
 
 # -- filters -------------------------------------------------------------------
@@ -231,6 +282,25 @@ def site_selector_checker(req: Request, node: Node, rnd: Round) -> list[Rejectio
     return [] if miss is None else [Rejection(reason=f"site selector unmatched ({miss})")]
 
 
+_RESIDENCY_LABELS = ("country", "region")
+
+
+def residency_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
+    """The node's ``country`` and ``region`` labels must be allowed (compared
+    without case); a node without the label cannot prove where it is."""
+    out = []
+    labels = rnd.node_labels[node.name]
+    for key, allowed in zip(_RESIDENCY_LABELS, (req.countries, req.regions), strict=True):
+        if not allowed:
+            continue
+        have = labels.get(key)
+        if have is None:
+            out.append(Rejection(reason=f"no {key} label, residency requires one"))
+        elif have.casefold() not in {a.casefold() for a in allowed}:
+            out.append(Rejection(reason=f"{key} is {have}, residency allows {','.join(allowed)}"))
+    return out
+
+
 def resources_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
     """Reports every dimension that does not fit, not only the first."""
     free_cpu, free_mem = rnd.free(node)
@@ -244,6 +314,17 @@ def resources_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
     return out
 
 
+def devices_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
+    """Every device kind that does not fit, like ``resources``."""
+    out = []
+    for kind, need in sorted(req.devices.items()):
+        free = rnd.free_devices(node, kind)
+        if need > free:
+            out.append(Rejection(reason=f"insufficient {kind}", need=need, free=max(free, 0),
+                                 unit="count"))
+    return out
+
+
 def host_port_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
     if not req.host_ports:
         return []
@@ -252,15 +333,69 @@ def host_port_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
     return [Rejection(reason=f"host port {clash[0]} in use")] if clash else []
 
 
+def _replicas(count: int) -> str:
+    return f"{count} replica{'' if count == 1 else 's'}"
+
+
+def max_per_node_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
+    if req.max_per_node <= 0:
+        return []
+    count = rnd.placed.get(req.deployment, Counter())[node.name]
+    if count < req.max_per_node:
+        return []
+    return [Rejection(reason=f"{_replicas(count)} already on the node, "
+                             f"maxPerNode {req.max_per_node}")]
+
+
+def max_per_site_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
+    if req.max_per_site <= 0:
+        return []
+    count = rnd.count_on_site(req.deployment, node.site)
+    if count < req.max_per_site:
+        return []
+    return [Rejection(reason=f"{_replicas(count)} already on the site, "
+                             f"maxPerSite {req.max_per_site}")]
+
+
+def describe_selector(selector: Selector) -> str:
+    """``app=web,tier In (a,b)``; ``any deployment`` for the empty selector."""
+    parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
+    parts += [e.describe() for e in selector.match_expressions]
+    return ",".join(parts) or "any deployment"
+
+
+def anti_affinity_checker(req: Request, node: Node, rnd: Round) -> list[Rejection]:
+    return [Rejection(reason=f"anti-affinity with {describe_selector(term.selector)} on the "
+                             f"{term.scope.value}")
+            for term in req.apart if rnd.count_matching(term.selector, node, term.scope)]
+
+
 FILTERS: dict[str, Filter] = {
     "node-ready": node_ready_checker,
     "runtime": runtime_checker,
     "platform": platform_checker,
     "node-selector": node_selector_checker,
     "site-selector": site_selector_checker,
+    "residency": residency_checker,
     "resources": resources_checker,
+    "devices": devices_checker,
     "host-ports": host_port_checker,
+    "max-per-node": max_per_node_checker,
+    "max-per-site": max_per_site_checker,
+    "anti-affinity": anti_affinity_checker,
 }
+# What a placed replica must still pass to stay where it runs, checked again on
+# every pass: the rules on the node's labels, and the per-node and per-site limits
+# (counted in slot order, so the highest slots move first). A replica that fails
+# (its placement or a policy changed, or the node's labels) is placed again.
+# Resources, ports and anti-affinity are checked only when a replica is placed.
+STAY_FILTERS = ("platform", "node-selector", "site-selector", "residency", "max-per-node",
+                "max-per-site")
+
+
+def refusals(req: Request, node: Node, rnd: Round, names: Iterable[str] = FILTERS) -> list[Rejection]:
+    """What the named filters (all by default) say against ``node``."""
+    return [r for name in names for r in FILTERS[name](req, node, rnd)]
 
 # -- scores (0..100, higher is better) -----------------------------------------
 
@@ -308,10 +443,14 @@ def _tie_break(seed: str, node: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}|{node}".encode(), digest_size=8).digest(), "big")
 
 
+_UNIT_FORMATS: dict[str, Callable[[int], str]] = {
+    "cpu": format_cpu, "memory": human_memory, "count": str}
+
+
 def _resource_detail(rejections: list[Rejection]) -> str:
     need = max(r.need or 0 for r in rejections)
     free = max(r.free or 0 for r in rejections)
-    fmt = format_cpu if rejections[0].unit == "cpu" else human_memory
+    fmt = _UNIT_FORMATS[rejections[0].unit]
     return f"(need {fmt(need)}, most free {fmt(free)})"
 
 
@@ -321,7 +460,7 @@ def place(req: Request, rnd: Round, *, keep: int = 3) -> Decision:
     by_reason: dict[str, list[Rejection]] = {}
     feasible: list[Node] = []
     for node in rnd.nodes:
-        refused = [r for check in FILTERS.values() for r in check(req, node, rnd)]
+        refused = refusals(req, node, rnd)
         if not refused:
             feasible.append(node)
         for r in refused:

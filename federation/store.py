@@ -1,8 +1,9 @@
 """Desired state on disk: a SQLite file that survives controller restarts.
 
-Holds deployments with their revision history, slots (where each replica is
-meant to run, at which generation, and why), the highest generation ever
-issued per slot (fencing survives scale-down and up) and an event log.
+Holds deployments with their revision history, placement policies, slots
+(where each replica is meant to run, at which generation, and why), the
+highest generation ever issued per slot (fencing survives scale-down and up)
+and an event log.
 Observed state is not stored: agents' retained capacity reports rebuild it
 within a second of the controller (re)connecting. Writes are tiny transactions
 in WAL mode; the controller keeps the desired state in memory and writes
@@ -17,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from federation.model import DeploymentRecord, Desired, SlotKey, SlotRecord
-from policies.model import Deployment, deployment_from_document, deployment_to_document
+from federation.revisions import normalized
+from policies.model import (
+    Deployment,
+    PlacementPolicy,
+    deployment_from_document,
+    deployment_to_document,
+    policy_from_document,
+    policy_to_document,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -62,6 +71,13 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_deployment ON events (deployment, id);
+CREATE TABLE IF NOT EXISTS placement_policies (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -98,11 +114,13 @@ class Store:
 
     def apply(self, spec: Deployment, now: float) -> tuple[DeploymentRecord, bool]:
         """Store ``spec`` as the next revision unless it equals the current one."""
-        document = json.dumps(deployment_to_document(spec), sort_keys=True)
+        document = _dumps(deployment_to_document(spec))
         row = self.db.execute(
             "SELECT revision, document, deleted FROM deployments WHERE name = ?", (spec.name,)
         ).fetchone()
-        if row is not None and row[1] == document and not row[2]:
+        # Compared as the current model writes it: a document stored by an older
+        # model that means the same spec is the same revision.
+        if row is not None and _dumps(normalized(json.loads(row[1]))) == document and not row[2]:
             return DeploymentRecord(spec=spec, revision=row[0]), False
         last = self.db.execute(
             "SELECT MAX(revision) FROM revisions WHERE name = ?", (spec.name,)
@@ -137,9 +155,51 @@ class Store:
             self.db.execute("DELETE FROM generations WHERE deployment = ?", (name,))
             self.db.execute("DELETE FROM revisions WHERE name = ?", (name,))
 
+    # -- placement policies ----------------------------------------------------
+
+    def load_policies(self) -> dict[str, PlacementPolicy]:
+        return {name: policy_from_document(json.loads(document)) for name, document in
+                self.db.execute("SELECT name, document FROM placement_policies")}
+
+    def put_policy(self, policy: PlacementPolicy, now: float) -> bool:
+        """Store ``policy``; False when it equals the stored one (nothing changed)."""
+        document = _dumps(policy_to_document(policy))
+        row = self.db.execute("SELECT document FROM placement_policies WHERE name = ?",
+                              (policy.name,)).fetchone()
+        if row is not None and _dumps(policy_to_document(
+                policy_from_document(json.loads(row[0])))) == document:
+            return False
+        self.db.execute(
+            "INSERT INTO placement_policies (name, document, priority, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET document=excluded.document,"
+            " priority=excluded.priority, updated_at=excluded.updated_at",
+            (policy.name, document, policy.priority, now, now))
+        return True
+
+    def delete_policy(self, name: str) -> bool:
+        return self.db.execute("DELETE FROM placement_policies WHERE name = ?",
+                               (name,)).rowcount > 0
+
+    def policy_created_at(self, name: str) -> float | None:
+        row = self.db.execute("SELECT created_at FROM placement_policies WHERE name = ?",
+                              (name,)).fetchone()
+        return None if row is None else float(row[0])
+
     def revisions(self, name: str) -> list[tuple[int, float]]:
         return list(self.db.execute(
             "SELECT revision, applied_at FROM revisions WHERE name = ? ORDER BY revision", (name,)))
+
+    def revision_documents(self, name: str) -> list[tuple[int, float, dict[str, Any]]]:
+        """(revision, applied_at, document) of every stored revision, oldest first."""
+        return [(rev, at, json.loads(doc)) for rev, at, doc in self.db.execute(
+            "SELECT revision, applied_at, document FROM revisions WHERE name = ?"
+            " ORDER BY revision", (name,))]
+
+    def revision_document(self, name: str, revision: int) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT document FROM revisions WHERE name = ? AND revision = ?", (name, revision)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def created_at(self, name: str) -> float | None:
         row = self.db.execute("SELECT created_at FROM deployments WHERE name = ?", (name,)).fetchone()
@@ -194,3 +254,7 @@ class Store:
                 " ORDER BY id DESC LIMIT ?", (deployment, limit))
         keys = ("at", "kind", "deployment", "slot", "node", "message")
         return [dict(zip(keys, row, strict=True)) for row in rows][::-1]
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True)

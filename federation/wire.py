@@ -140,6 +140,9 @@ class Capacity:
     instances: tuple[InstanceReport, ...]
     rtt_ms: Mapping[str, float] = field(default_factory=dict)
     interval: float = 5.0  # seconds until the next report at the latest
+    # Devices the node has, by kind (``nvidia.com/gpu``): count. Optional on the
+    # wire (agents that do not probe devices leave it out) and {} when absent.
+    devices: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -365,6 +368,19 @@ class _Fields:
         return {k: float(v) for k, v in value.items()}
 
 
+    def count_map(self, name: str, *, max_items: int = 64, max_key: int = 128) -> dict[str, int]:
+        value = self._get(name, {}, False)
+        if not isinstance(value, dict) or not all(
+            type(v) is int and 0 <= v <= 1_000_000 for v in value.values()
+        ):
+            raise Refused(f"{self.where}.{name} must be an object of counts (integers >= 0)")
+        if len(value) > max_items:
+            raise Refused(f"{self.where}.{name} has more than {max_items} entries")
+        if any(len(k) > max_key for k in value):
+            raise Refused(f"{self.where}.{name} has a key longer than {max_key} characters")
+        return dict(value)
+
+
 def _presence(f: _Fields) -> Presence:
     return Presence(
         state=f.enum("state", PresenceState),
@@ -413,6 +429,7 @@ def _capacity(f: _Fields) -> Capacity:
         ),
         rtt_ms=f.float_map("rtt_ms"),
         interval=_interval(f),
+        devices=f.count_map("devices"),
     )
 
 

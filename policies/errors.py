@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 FieldPath = tuple[str | int, ...]
 
@@ -21,6 +22,14 @@ def format_path(path: FieldPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out or "(document)"
+
+
+def kind_of(value: Any) -> str:
+    """What a value is, in the words of "expected X, found Y"."""
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -1,8 +1,10 @@
 """Reading deployment policies from YAML: the entry points the CLI uses.
 
     text ──compose (safe, bounded)──▶ nodes ──▶ plain value + field positions
-         ──dispatch on apiVersion/kind──▶ native document (translated if needed)
-         ──deployment_from_document──▶ Deployment, or problems placed at file:line:column
+         ──dispatch on apiVersion/kind (or top-level services: a Compose file)──▶
+           native documents (translated if needed; one per Compose service)
+         ──validate_deployment / validate_policy (schema, reader, semantic checks)──▶
+           Deployment or PlacementPolicy, or problems placed at file:line:column
 
 Only the safe loader's node types are built, and hostile input is refused
 before it costs memory or stack: files over :data:`MAX_FILE_BYTES`, nesting
@@ -17,6 +19,7 @@ carries all of them, warnings included, in file order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +30,24 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
-from policies import kubernetes
+from policies import compose, kubernetes
 from policies.errors import FieldPath, PolicyError, Problem, Problems
 from policies.kubernetes import Translation
-from policies.model import API_VERSION, Deployment, _kind, deployment_from_document
+from policies.model import (
+    API_VERSION,
+    Deployment,
+    PlacementPolicy,
+    _kind,
+    validate_deployment,
+    validate_policy,
+)
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_ALIASES = 1000
 MAX_NODES = 100_000
-SUPPORTED = f"{API_VERSION} Deployment and {kubernetes.API_VERSION} {kubernetes.KIND}"
+SUPPORTED = (f"{API_VERSION} Deployment, {API_VERSION} PlacementPolicy and "
+             f"{kubernetes.API_VERSION} {kubernetes.KIND}")
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -53,6 +64,7 @@ Position = tuple[int, int]  # 1-based line, column
 class LoadResult:
     deployments: tuple[Deployment, ...] = ()
     warnings: tuple[Problem, ...] = ()
+    policies: tuple[PlacementPolicy, ...] = ()
 
 
 def load_text(text: str, *, filename: str = "<input>") -> LoadResult:
@@ -112,11 +124,17 @@ class _Batch:
     deployments: list[Deployment] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     defined_at: dict[str, str] = field(default_factory=dict)
+    policies: list[PlacementPolicy] = field(default_factory=list)
+    policy_defined_at: dict[str, str] = field(default_factory=dict)
 
     def result(self) -> LoadResult:
         if any(not p.warning for p in self.problems):
-            raise PolicyError(self.problems)
-        return LoadResult(deployments=tuple(self.deployments), warnings=tuple(self.problems))
+            # An error at a field says all there is to say about it: drop warnings there.
+            failed = {(p.file, p.path) for p in self.problems if not p.warning}
+            raise PolicyError([p for p in self.problems
+                               if not (p.warning and (p.file, p.path) in failed)])
+        return LoadResult(deployments=tuple(self.deployments), warnings=tuple(self.problems),
+                          policies=tuple(self.policies))
 
     def fail(self, file: str, message: str, position: Position | None = (1, 1)) -> None:
         line, column = position or (None, None)
@@ -178,7 +196,7 @@ class _Batch:
         except _Refused as exc:
             self.fail(file, exc.message, exc.position)
             return
-        deployment = _validate(value, found)
+        deployments = _validate(value, found)
         placed = []
         for problem in found.items:
             line, column = (problem.line, problem.column) if problem.line is not None \
@@ -186,20 +204,37 @@ class _Batch:
             placed.append(Problem(message=problem.message, path=problem.path,
                                   warning=problem.warning, file=file, line=line, column=column))
         self.problems.extend(sorted(placed, key=lambda p: (p.line or 0, p.column or 0)))
-        if deployment is not None and not found.errors:
-            self.add_deployment(deployment, file, positions)
+        if not found.errors:
+            for deployment, name_path in deployments:
+                if isinstance(deployment, PlacementPolicy):
+                    self.add_policy(deployment, file, positions)
+                else:
+                    self.add_deployment(deployment, file, positions, name_path)
 
     def add_deployment(self, deployment: Deployment, file: str,
-                       positions: dict[FieldPath, Position]) -> None:
-        line, column = _locate(("metadata", "name"), positions)
+                       positions: dict[FieldPath, Position],
+                       name_path: FieldPath = ("metadata", "name")) -> None:
+        line, column = _locate(name_path, positions)
         first = self.defined_at.get(deployment.name)
         if first is not None:
             self.problems.append(Problem(
                 message=f"deployment {deployment.name!r} is already defined at {first}",
-                path=("metadata", "name"), file=file, line=line, column=column))
+                path=name_path, file=file, line=line, column=column))
             return
         self.defined_at[deployment.name] = f"{file}:{line}"
         self.deployments.append(deployment)
+
+    def add_policy(self, policy: PlacementPolicy, file: str,
+                   positions: dict[FieldPath, Position]) -> None:
+        line, column = _locate(("metadata", "name"), positions)
+        first = self.policy_defined_at.get(policy.name)
+        if first is not None:
+            self.problems.append(Problem(
+                message=f"placement policy {policy.name!r} is already defined at {first}",
+                path=("metadata", "name"), file=file, line=line, column=column))
+            return
+        self.policy_defined_at[policy.name] = f"{file}:{line}"
+        self.policies.append(policy)
 
 
 def _too_large() -> str:
@@ -233,6 +268,9 @@ def _locate(path: FieldPath, positions: dict[FieldPath, Position]) -> Position:
 # -- YAML, bounded ---------------------------------------------------------------
 
 
+_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """The safe loader's composer, refusing deep nesting and alias floods while
     composing: PyYAML composes recursively, so depth must be stopped here."""
@@ -241,6 +279,13 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._aliases = 0
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # YAML 1.1 reads 22:22 as the base-60 number 1342; Compose (YAML 1.2) and every
+        # operator read a port mapping. Such scalars stay strings.
+        if kind is yaml.ScalarNode and implicit[0] and _SEXAGESIMAL.match(value):
+            return "tag:yaml.org,2002:str"
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
     def fetch_flow_collection_start(self, TokenClass: Any) -> None:
         # The scanner reads ahead over a whole run of "[[[[..." before the composer
@@ -416,21 +461,39 @@ class _Builder:
 # -- dispatch --------------------------------------------------------------------
 
 
-def _validate(value: Any, found: Problems) -> Deployment | None:
-    """Translate if needed, then validate through the one native path; native
-    problems are put back in the coordinates of the document as written."""
-    translation = _translation(value, found)
-    if translation is None:
-        return None
-    try:
-        return deployment_from_document(translation.document)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            path = translation.source_path(problem.path)
-            if not any(path[:len(done)] == done for done in translation.unread):
-                found.items.append(Problem(message=problem.message, path=path,
-                                           warning=problem.warning))
-        return None
+def _validate(value: Any, found: Problems
+              ) -> list[tuple[Deployment | PlacementPolicy, FieldPath]]:
+    """Each deployment the document defines, with the path of its name as
+    written: a Compose file defines one per service, any other document one.
+    A placement policy exists only in the native format: it is validated as is."""
+    if isinstance(value, dict) and value.get("kind") == "PlacementPolicy":
+        policy, problems = validate_policy(value)
+        found.items.extend(problems)
+        return [] if policy is None else [(policy, ("metadata", "name"))]
+    if compose.is_compose(value):
+        translations = compose.translate(value, found)
+    else:
+        translation = _translation(value, found)
+        translations = [] if translation is None else [translation]
+    out: list[tuple[Deployment | PlacementPolicy, FieldPath]] = []
+    for translation in translations:
+        deployment = _validate_translation(translation, found)
+        if deployment is not None:
+            out.append((deployment, translation.source_path(("metadata", "name"))))
+    return out
+
+
+def _validate_translation(translation: Translation, found: Problems) -> Deployment | None:
+    """Validate through the one native path; native problems are put back in
+    the coordinates of the document as written."""
+    deployment, problems = validate_deployment(translation.document)
+    for problem in problems:
+        path = translation.source_path(problem.path)
+        if problem.path not in translation.settled and not any(
+                path[:len(done)] == done for done in translation.unread):
+            found.items.append(Problem(message=problem.message, path=path,
+                                       warning=problem.warning))
+    return deployment
 
 
 def _translation(value: Any, found: Problems) -> Translation | None:

@@ -1,152 +1,168 @@
-"""The native deployment model (``apiVersion: edgefed.io/v1``).
+"""The native model (``apiVersion: edgefed.io/v1``): documents to frozen types and back.
 
-Frozen domain types plus the one conversion each way between them and the
-native document (a plain dict as YAML or JSON gives it). Every other input
-format (Kubernetes, Compose) is translated into a native document first, so
-validation happens in exactly one place: :func:`deployment_from_document`.
+The types live in :mod:`policies.spec` and are re-exported here. Every other
+input format (Kubernetes, Compose) is translated into a native document first,
+so validation happens in one place, one pass per document:
+
+    document ──schema (structure)──┐
+             ──reader (builds the model, parses quantities and durations,
+                       selector operators)──┴─▶ problems, in document order
+    model ──semantic checks (only when the above found no error)──▶ problems
+
+:func:`validate_deployment` and :func:`validate_policy` return the model (or
+None) with every problem, warnings included; :func:`deployment_from_document`
+and :func:`policy_from_document` raise :class:`PolicyError` on errors. The
+writers emit only what differs from the defaults (plus placement and failover
+fields set explicitly), so a document read back gives an equal model.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from policies.errors import FieldPath, PolicyError, Problems
+from policies.checks import deployment_problems, policy_problems
+from policies.duration import DurationError, format_duration, parse_duration
+from policies.errors import FieldPath, PolicyError, Problem, Problems, kind_of
 from policies.quantity import QuantityError, format_cpu, format_memory, parse_cpu, parse_memory
+from policies.schema import merge, schema_problems
+from policies.spec import (
+    API_VERSION,
+    LABEL_KEY_RE,
+    MAX_REPLICAS,
+    NAME_RE,
+    SCORE_NAMES,
+    STRATEGIES,
+    AffinityTerm,
+    Container,
+    DataSet,
+    Deployment,
+    Failover,
+    FailureAction,
+    HealthCheck,
+    HttpGet,
+    LabelRequirement,
+    OnReconnect,
+    Operator,
+    Placement,
+    PlacementPolicy,
+    Port,
+    Residency,
+    Resources,
+    RestartPolicy,
+    Rollout,
+    Scope,
+    Security,
+    Selector,
+    SplitGroup,
+    SpreadConstraint,
+    TaintEffect,
+    TcpSocket,
+    Toleration,
+    TolerationOperator,
+    UserGroup,
+    Volume,
+)
 
-API_VERSION = "edgefed.io/v1"
-MAX_REPLICAS = 1000
-# Names end up in MQTT topics, container names and URLs.
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
+__all__ = [
+    "API_VERSION", "LABEL_KEY_RE", "MAX_REPLICAS", "NAME_RE", "SCORE_NAMES", "STRATEGIES",
+    "AffinityTerm", "Container", "DataSet", "Deployment", "Failover", "FailureAction",
+    "HealthCheck", "HttpGet", "LabelRequirement", "OnReconnect", "Operator", "Placement",
+    "PlacementPolicy", "Port", "Residency", "Resources", "RestartPolicy", "Rollout", "Scope",
+    "Security", "Selector", "SplitGroup", "SpreadConstraint", "TaintEffect", "TcpSocket",
+    "Toleration", "TolerationOperator", "UserGroup", "Volume",
+    "deployment_from_document", "deployment_to_document", "policy_from_document",
+    "policy_to_document", "validate_deployment", "validate_policy",
+]
 
-
-class RestartPolicy(StrEnum):
-    ALWAYS = "Always"
-    ON_FAILURE = "OnFailure"
-    NEVER = "Never"
-
-
-class Operator(StrEnum):
-    IN = "In"
-    NOT_IN = "NotIn"
-    EXISTS = "Exists"
-    DOES_NOT_EXIST = "DoesNotExist"
-    GT = "Gt"
-    LT = "Lt"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Port:
-    container_port: int
-    host_port: int | None = None
-    protocol: str = "tcp"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resources:
-    """Requests: what the scheduler reserves and the runtime limits to."""
-
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Container:
-    image: str
-    command: tuple[str, ...] = ()
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    ports: tuple[Port, ...] = ()
-    resources: Resources = Resources()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LabelRequirement:
-    key: str
-    operator: Operator
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        value = labels.get(self.key)
-        if self.operator is Operator.EXISTS:
-            return value is not None
-        if self.operator is Operator.DOES_NOT_EXIST:
-            return value is None
-        if self.operator is Operator.IN:
-            return value is not None and value in self.values
-        if self.operator is Operator.NOT_IN:
-            return value is None or value not in self.values
-        if value is None:
-            return False
-        try:
-            number, bound = float(value), float(self.values[0])
-        except ValueError:
-            return False
-        return number > bound if self.operator is Operator.GT else number < bound
-
-    def describe(self) -> str:
-        if self.operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST):
-            return f"{self.key} {self.operator.value}"
-        return f"{self.key} {self.operator.value} ({','.join(self.values)})"
+_kind = kind_of  # the name the translators import
+_E = TypeVar("_E", bound=StrEnum)
+_T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Selector:
-    """Labels that must match: exact pairs plus set-based requirements."""
-
-    match_labels: Mapping[str, str] = field(default_factory=dict)
-    match_expressions: tuple[LabelRequirement, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not self.match_labels and not self.match_expressions
-
-    def first_mismatch(self, labels: Mapping[str, str]) -> str | None:
-        """A human description of the first unmet requirement, or None if all match."""
-        for key, want in self.match_labels.items():
-            have = labels.get(key)
-            if have != want:
-                return f"{key}={have}" if have is not None else f"no label {key}"
-        for req in self.match_expressions:
-            if not req.matches(labels):
-                return f"not {req.describe()}"
-        return None
+# -- entry points ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Placement:
-    node_selector: Selector = Selector()
-    site_selector: Selector = Selector()
-    strategy: str = "two-phase"
-    # Score weights by plugin name; plugins not named keep their default weight.
-    weights: Mapping[str, float] = field(default_factory=dict)
+def deployment_from_document(doc: Any) -> Deployment:
+    """Validate a native document and build the Deployment, or raise PolicyError
+    listing every error with its field path (warnings are dropped here; use
+    :func:`validate_deployment` to see them)."""
+    deployment, problems = validate_deployment(doc)
+    return _or_raise(deployment, problems)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Deployment:
-    name: str
-    container: Container
-    replicas: int = 1
-    labels: Mapping[str, str] = field(default_factory=dict)
-    placement: Placement = Placement()
-    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+def policy_from_document(doc: Any) -> PlacementPolicy:
+    policy, problems = validate_policy(doc)
+    return _or_raise(policy, problems)
 
 
-STRATEGIES = ("two-phase",)
-# The scheduler's score plugins, by the names a policy weights them with.
-SCORE_NAMES = ("least-allocated", "spread-sites", "spread-nodes", "stay-put")
+def validate_deployment(doc: Any) -> tuple[Deployment | None, list[Problem]]:
+    """The Deployment (None when there is an error) and every problem found."""
+    return _validate(doc, "Deployment", _read_deployment, deployment_problems)
 
 
-# -- document -> model ---------------------------------------------------------
+def validate_policy(doc: Any) -> tuple[PlacementPolicy | None, list[Problem]]:
+    return _validate(doc, "PlacementPolicy", _read_policy, policy_problems)
+
+
+def _validate(doc: Any, kind: str, read: Callable[[_Reader, Any], _T | None],
+              check: Callable[[_T], list[Problem]]) -> tuple[_T | None, list[Problem]]:
+    reader = Problems()
+    built = read(_Reader(reader), doc)
+    problems = merge(schema_problems(doc, kind), reader.items)
+    if built is not None and not any(not p.warning for p in problems):
+        problems += check(built)
+    problems = _in_document_order(doc, problems)
+    if built is None or any(not p.warning for p in problems):
+        return None, problems
+    return built, problems
+
+
+def _or_raise(built: _T | None, problems: list[Problem]) -> _T:
+    errors = [p for p in problems if not p.warning]
+    if errors or built is None:
+        raise PolicyError(errors)
+    return built
+
+
+def _in_document_order(doc: Any, problems: list[Problem]) -> list[Problem]:
+    """Problems sorted as their fields appear in ``doc``; a missing field sorts
+    right after its parent."""
+    order: dict[FieldPath, int] = {}
+
+    def walk(value: Any, path: FieldPath) -> None:
+        order[path] = len(order)
+        if len(path) > 16:
+            return  # deeper than any field of the format
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, str(key)))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i))
+
+    walk(doc, ())
+
+    def position(problem: Problem) -> tuple[int, bool]:
+        for cut in range(len(problem.path), -1, -1):
+            if problem.path[:cut] in order:
+                return order[problem.path[:cut]], cut < len(problem.path)
+        return 0, True
+
+    return sorted(problems, key=position)
+
+
+# -- the reader --------------------------------------------------------------------
 
 
 class _Reader:
-    """Typed field access that records a problem (with its path) instead of raising."""
+    """Typed field access that records a problem (with its path) instead of raising.
+
+    The schema judges structure first; these checks keep the reader total on
+    any input and are what reports a problem the schema cannot see."""
 
     def __init__(self, problems: Problems) -> None:
         self.p = problems
@@ -168,6 +184,23 @@ class _Reader:
                     (*path, str(key)),
                     f"unknown field (expected one of: {', '.join(sorted(allowed))})",
                 )
+
+    def items(self, value: Any, path: FieldPath, allowed: set[str]
+              ) -> list[tuple[FieldPath, dict[str, Any]]]:
+        """The mappings of a list of mappings, each with its path."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.p.error(path, f"expected a list, found {_kind(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                self.p.error((*path, i), f"expected a mapping, found {_kind(item)}")
+                continue
+            self.known(item, (*path, i), allowed)
+            out.append(((*path, i), item))
+        return out
 
     def string(self, value: Any, path: FieldPath, *, required: bool = False) -> str | None:
         if value is None:
@@ -216,63 +249,98 @@ class _Reader:
             return default
         return value
 
+    def required_integer(self, value: Any, path: FieldPath, *, low: int, high: int,
+                         what: str = "an integer") -> int | None:
+        if value is None:
+            self.p.error(path, f"is required (expected {what})")
+            return None
+        before = len(self.p.items)
+        number = self.integer(value, path, default=low, low=low, high=high)
+        return number if len(self.p.items) == before else None
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+    def boolean(self, value: Any, path: FieldPath, *, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.p.error(path, f"expected true or false, found {_kind(value)} {value!r}")
+            return default
+        return value
+
+    def choice(self, value: Any, path: FieldPath, enum: type[_E], default: _T) -> _E | _T:
+        text = self.string(value, path)
+        if text is None:
+            return default
+        try:
+            return enum(text)
+        except ValueError:
+            self.p.error(path, f"found {text!r}, expected one of "
+                         + ", ".join(member.value for member in enum))
+            return default
+
+    def duration(self, value: Any, path: FieldPath, *, default: _T,
+                 positive: bool = False) -> timedelta | _T:
+        if value is None:
+            return default
+        try:
+            duration = parse_duration(value)
+        except DurationError as exc:
+            self.p.error(path, str(exc))
+            return default
+        if positive and not duration:
+            self.p.error(path, f"{value!r} is out of range (expected more than 0s)")
+            return default
+        return duration
 
 
-def deployment_from_document(doc: Any) -> Deployment:
-    """Validate a native document and build the Deployment, or raise PolicyError
-    listing every problem with its field path."""
-    problems = Problems()
-    deployment = _read_deployment(_Reader(problems), doc)
-    if problems.errors or deployment is None:
-        raise PolicyError(problems.errors)
-    return deployment
+# -- deployment --------------------------------------------------------------------
+
+_DEPLOYMENT_SPEC = {"replicas", "container", "placement", "restartPolicy", "rollout", "failover"}
+_CONTAINER = {"image", "command", "args", "env", "ports", "resources", "healthCheck",
+              "volumes", "dataSets", "security"}
 
 
-def _read_deployment(r: _Reader, doc: Any) -> Deployment | None:
+def _read_header(r: _Reader, doc: Any, kind: str) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """The document, checked as far as apiVersion, kind and metadata."""
     top = r.mapping(doc, (), required=True)
-    if not isinstance(doc, dict):
-        return None  # reported above; every field below would only repeat it
     r.known(top, (), {"apiVersion", "kind", "metadata", "spec"})
     if top.get("apiVersion") != API_VERSION:
         r.p.error(("apiVersion",), f"found {top.get('apiVersion')!r}, expected {API_VERSION!r}")
-    if top.get("kind") != "Deployment":
-        r.p.error(("kind",), f"found {top.get('kind')!r}, expected 'Deployment'")
+    if top.get("kind") != kind:
+        r.p.error(("kind",), f"found {top.get('kind')!r}, expected {kind!r}")
     meta = r.mapping(top.get("metadata"), ("metadata",), required=True)
     r.known(meta, ("metadata",), {"name", "labels"})
     name = r.string(meta.get("name"), ("metadata", "name"), required=True) or ""
     if name and not NAME_RE.match(name):
         r.p.error(("metadata", "name"), f"{name!r} is not a valid name "
                   "(expected lowercase letters, digits and '-', at most 63 characters)")
-    labels = r.string_map(meta.get("labels"), ("metadata", "labels"))
+    return top, name, r.string_map(meta.get("labels"), ("metadata", "labels"))
+
+
+def _read_deployment(r: _Reader, doc: Any) -> Deployment | None:
+    if not isinstance(doc, dict):
+        r.mapping(doc, (), required=True)
+        return None  # every field below would only repeat it
+    top, name, labels = _read_header(r, doc, "Deployment")
     spec = r.mapping(top.get("spec"), ("spec",), required=True)
-    r.known(spec, ("spec",), {"replicas", "container", "placement", "restartPolicy"})
+    r.known(spec, ("spec",), _DEPLOYMENT_SPEC)
     replicas = r.integer(spec.get("replicas"), ("spec", "replicas"),
                          default=1, low=0, high=MAX_REPLICAS)
     container = _read_container(r, spec.get("container"), ("spec", "container"))
     placement = _read_placement(r, spec.get("placement"), ("spec", "placement"))
-    restart_raw = r.string(spec.get("restartPolicy"), ("spec", "restartPolicy"))
-    restart = RestartPolicy.ALWAYS
-    if restart_raw is not None:
-        try:
-            restart = RestartPolicy(restart_raw)
-        except ValueError:
-            r.p.error(("spec", "restartPolicy"), f"found {restart_raw!r}, expected one of "
-                      + ", ".join(p.value for p in RestartPolicy))
+    restart = r.choice(spec.get("restartPolicy"), ("spec", "restartPolicy"), RestartPolicy,
+                       RestartPolicy.ALWAYS)
+    rollout = _read_rollout(r, spec.get("rollout"), ("spec", "rollout"))
+    failover = _read_failover(r, spec.get("failover"), ("spec", "failover"))
     if container is None:
         return None
     return Deployment(name=name, labels=labels, replicas=replicas, container=container,
-                      placement=placement, restart_policy=restart)
+                      placement=placement, restart_policy=restart, rollout=rollout,
+                      failover=failover)
 
 
 def _read_container(r: _Reader, value: Any, path: FieldPath) -> Container | None:
     doc = r.mapping(value, path, required=True)
-    r.known(doc, path, {"image", "command", "args", "env", "ports", "resources"})
+    r.known(doc, path, _CONTAINER)
     # Required whenever the container is a mapping, empty ones included: an empty
     # container must not pass with no problem reported.
     image = r.string(doc.get("image"), (*path, "image"),
@@ -280,69 +348,148 @@ def _read_container(r: _Reader, value: Any, path: FieldPath) -> Container | None
     if image == "":
         r.p.error((*path, "image"), "must not be empty (expected an image reference)")
         image = None
-    ports = []
-    port_list = doc.get("ports") or []
-    if not isinstance(port_list, list):
-        r.p.error((*path, "ports"), f"expected a list, found {_kind(port_list)}")
-        port_list = []
-    for i, item in enumerate(port_list):
-        ppath = (*path, "ports", i)
-        pdoc = r.mapping(item, ppath, required=True)
-        if not isinstance(item, dict):
-            continue  # reported above; "containerPort is required" would only repeat it
-        r.known(pdoc, ppath, {"containerPort", "hostPort", "protocol"})
-        cport = r.integer(pdoc.get("containerPort"), (*ppath, "containerPort"),
-                          default=0, low=1, high=65535)
-        if pdoc.get("containerPort") is None:
-            r.p.error((*ppath, "containerPort"), "is required (expected a port number)")
-        hport = r.integer(pdoc.get("hostPort"), (*ppath, "hostPort"), default=0, low=1, high=65535)
-        proto = (r.string(pdoc.get("protocol"), (*ppath, "protocol")) or "tcp").lower()
-        if proto not in ("tcp", "udp"):
-            r.p.error((*ppath, "protocol"), f"found {proto!r}, expected tcp or udp")
-        ports.append(Port(container_port=cport, host_port=hport or None, protocol=proto))
-    res = r.mapping(doc.get("resources"), (*path, "resources"))
-    r.known(res, (*path, "resources"), {"cpu", "memory"})
-    cpu = mem = 0
-    try:
-        cpu = parse_cpu(res["cpu"]) if "cpu" in res else 0
-    except QuantityError as exc:
-        r.p.error((*path, "resources", "cpu"), str(exc))
-    except OverflowError:  # digits beyond float range: parse_cpu cannot round infinity
-        r.p.error((*path, "resources", "cpu"), "is too large to be a cpu quantity")
-    try:
-        mem = parse_memory(res["memory"]) if "memory" in res else 0
-    except QuantityError as exc:
-        r.p.error((*path, "resources", "memory"), str(exc))
-    except OverflowError:
-        r.p.error((*path, "resources", "memory"), "is too large to be a memory quantity")
     # Read before giving up on a missing image, so their problems are reported too.
+    ports = _read_ports(r, doc.get("ports"), (*path, "ports"))
+    resources = _read_resources(r, doc.get("resources"), (*path, "resources"))
     command = r.string_list(doc.get("command"), (*path, "command"))
     args = r.string_list(doc.get("args"), (*path, "args"))
     env = r.string_map(doc.get("env"), (*path, "env"))
+    health_check = _read_health_check(r, doc.get("healthCheck"), (*path, "healthCheck"))
+    volumes = tuple(
+        Volume(name=r.string(item.get("name"), (*ipath, "name"), required=True) or "",
+               host_path=r.string(item.get("hostPath"), (*ipath, "hostPath"),
+                                  required=True) or "",
+               mount_path=r.string(item.get("mountPath"), (*ipath, "mountPath"),
+                                   required=True) or "",
+               read_only=r.boolean(item.get("readOnly"), (*ipath, "readOnly"), default=False))
+        for ipath, item in r.items(doc.get("volumes"), (*path, "volumes"),
+                                   {"name", "hostPath", "mountPath", "readOnly"}))
+    data_sets = tuple(
+        DataSet(name=r.string(item.get("name"), (*ipath, "name"), required=True) or "",
+                mount_path=r.string(item.get("mountPath"), (*ipath, "mountPath"),
+                                    required=True) or "",
+                read_only=r.boolean(item.get("readOnly"), (*ipath, "readOnly"), default=True))
+        for ipath, item in r.items(doc.get("dataSets"), (*path, "dataSets"),
+                                   {"name", "mountPath", "readOnly"}))
+    security = _read_security(r, doc.get("security"), (*path, "security"))
     if image is None:
         return None
-    return Container(
-        image=image,
-        command=command,
-        args=args,
-        env=env,
-        ports=tuple(ports),
-        resources=Resources(cpu_millis=cpu, memory_bytes=mem),
+    return Container(image=image, command=command, args=args, env=env, ports=ports,
+                     resources=resources, health_check=health_check, volumes=volumes,
+                     data_sets=data_sets, security=security)
+
+
+def _read_ports(r: _Reader, value: Any, path: FieldPath) -> tuple[Port, ...]:
+    ports = []
+    for ppath, pdoc in r.items(value, path, {"containerPort", "hostPort", "protocol"}):
+        cport = r.required_integer(pdoc.get("containerPort"), (*ppath, "containerPort"),
+                                   low=1, high=65535, what="a port number")
+        hport = r.integer(pdoc.get("hostPort"), (*ppath, "hostPort"), default=0, low=1,
+                          high=65535)
+        proto = (r.string(pdoc.get("protocol"), (*ppath, "protocol")) or "tcp").lower()
+        if proto not in ("tcp", "udp"):
+            r.p.error((*ppath, "protocol"), f"found {proto!r}, expected tcp or udp")
+        ports.append(Port(container_port=cport or 0, host_port=hport or None, protocol=proto))
+    return tuple(ports)
+
+
+def _read_resources(r: _Reader, value: Any, path: FieldPath) -> Resources:
+    res = r.mapping(value, path)
+    r.known(res, path, {"cpu", "memory", "devices"})
+    cpu = mem = 0
+    try:
+        cpu = parse_cpu(res["cpu"]) if res.get("cpu") is not None else 0
+    except QuantityError as exc:
+        r.p.error((*path, "cpu"), str(exc))
+    except OverflowError:  # digits beyond float range: parse_cpu cannot round infinity
+        r.p.error((*path, "cpu"), "is too large to be a cpu quantity")
+    try:
+        mem = parse_memory(res["memory"]) if res.get("memory") is not None else 0
+    except QuantityError as exc:
+        r.p.error((*path, "memory"), str(exc))
+    except OverflowError:
+        r.p.error((*path, "memory"), "is too large to be a memory quantity")
+    devices: dict[str, int] = {}
+    for kind, count in r.mapping(res.get("devices"), (*path, "devices")).items():
+        number = r.required_integer(count, (*path, "devices", str(kind)), low=1, high=1000)
+        if number is not None:
+            devices[str(kind)] = number
+    return Resources(cpu_millis=cpu, memory_bytes=mem, devices=devices)
+
+
+_PROBES = ("command", "httpGet", "tcpSocket")
+
+
+def _read_health_check(r: _Reader, value: Any, path: FieldPath) -> HealthCheck | None:
+    if value is None:
+        return None
+    doc = r.mapping(value, path)
+    r.known(doc, path, {*_PROBES, "interval", "timeout", "retries", "startPeriod"})
+    given = [k for k in _PROBES if doc.get(k) is not None]
+    if isinstance(value, dict) and len(given) != 1:
+        r.p.error(path, f"found {' and '.join(given) or 'none of them'}, expected exactly "
+                  f"one of {', '.join(_PROBES)}")
+    command = r.string_list(doc.get("command"), (*path, "command"))
+    if doc.get("command") is not None and not command:
+        r.p.error((*path, "command"), "must not be empty (expected a list of strings)")
+    http_get = tcp_socket = None
+    if doc.get("httpGet") is not None:
+        hpath = (*path, "httpGet")
+        hdoc = r.mapping(doc["httpGet"], hpath)
+        r.known(hdoc, hpath, {"path", "port"})
+        port = r.required_integer(hdoc.get("port"), (*hpath, "port"), low=1, high=65535,
+                                  what="a port number")
+        url_path = r.string(hdoc.get("path"), (*hpath, "path"))
+        http_get = None if port is None else HttpGet(
+            port=port, path="/" if url_path is None else url_path)
+    if doc.get("tcpSocket") is not None:
+        tpath = (*path, "tcpSocket")
+        tdoc = r.mapping(doc["tcpSocket"], tpath)
+        r.known(tdoc, tpath, {"port"})
+        port = r.required_integer(tdoc.get("port"), (*tpath, "port"), low=1, high=65535,
+                                  what="a port number")
+        tcp_socket = TcpSocket(port=port) if port is not None else None
+    defaults = HealthCheck()
+    return HealthCheck(
+        command=command, http_get=http_get, tcp_socket=tcp_socket,
+        interval=r.duration(doc.get("interval"), (*path, "interval"),
+                            default=defaults.interval, positive=True),
+        timeout=r.duration(doc.get("timeout"), (*path, "timeout"),
+                           default=defaults.timeout, positive=True),
+        retries=r.integer(doc.get("retries"), (*path, "retries"), default=defaults.retries,
+                          low=1, high=100),
+        start_period=r.duration(doc.get("startPeriod"), (*path, "startPeriod"),
+                                default=defaults.start_period),
     )
 
 
-def _read_selector(r: _Reader, value: Any, path: FieldPath) -> Selector:
+def _read_security(r: _Reader, value: Any, path: FieldPath) -> Security:
     doc = r.mapping(value, path)
+    r.known(doc, path, {"runAsUser", "readOnlyRootFilesystem", "privileged", "capabilities"})
+    caps = r.mapping(doc.get("capabilities"), (*path, "capabilities"))
+    r.known(caps, (*path, "capabilities"), {"add", "drop"})
+    user = doc.get("runAsUser")
+    return Security(
+        run_as_user=None if user is None else r.integer(
+            user, (*path, "runAsUser"), default=0, low=0, high=2**32 - 2),
+        read_only_root_filesystem=r.boolean(doc.get("readOnlyRootFilesystem"),
+                                            (*path, "readOnlyRootFilesystem"), default=False),
+        privileged=r.boolean(doc.get("privileged"), (*path, "privileged"), default=False),
+        cap_add=r.string_list(caps.get("add"), (*path, "capabilities", "add")),
+        cap_drop=r.string_list(caps.get("drop"), (*path, "capabilities", "drop")),
+    )
+
+
+# -- selectors and placement ------------------------------------------------------
+
+
+def _read_selector(r: _Reader, value: Any, path: FieldPath, *,
+                   required: bool = False) -> Selector:
+    doc = r.mapping(value, path, required=required)
     r.known(doc, path, {"matchLabels", "matchExpressions"})
     exprs = []
-    raw = doc.get("matchExpressions") or []
-    if not isinstance(raw, list):
-        r.p.error((*path, "matchExpressions"), f"expected a list, found {_kind(raw)}")
-        raw = []
-    for i, item in enumerate(raw):
-        epath = (*path, "matchExpressions", i)
-        edoc = r.mapping(item, epath, required=True)
-        r.known(edoc, epath, {"key", "operator", "values"})
+    for epath, edoc in r.items(doc.get("matchExpressions"), (*path, "matchExpressions"),
+                               {"key", "operator", "values"}):
         key = r.string(edoc.get("key"), (*epath, "key"), required=True)
         op_raw = r.string(edoc.get("operator"), (*epath, "operator"), required=True)
         values = r.string_list(edoc.get("values"), (*epath, "values"))
@@ -381,29 +528,183 @@ def _is_finite(number: int | float) -> bool:
         return False
 
 
+# Document key -> attribute, in the order documents are written.
+_PLACEMENT_FIELDS = {
+    "strategy": "strategy", "nodeSelector": "node_selector", "siteSelector": "site_selector",
+    "affinity": "affinity", "antiAffinity": "anti_affinity", "spread": "spread",
+    "maxPerNode": "max_per_node", "maxPerSite": "max_per_site", "split": "split",
+    "users": "users", "residency": "residency", "tolerations": "tolerations",
+    "weights": "weights",
+}
+_FAILOVER_FIELDS = {"grace": "grace", "disconnectTolerance": "disconnect_tolerance",
+                    "onReconnect": "on_reconnect", "singleton": "singleton"}
+_ROLLOUT_FIELDS = {"parallelism": "parallelism", "delay": "delay", "healthGated": "health_gated",
+                   "failureAction": "failure_action", "maxSurge": "max_surge",
+                   "maxUnavailable": "max_unavailable"}
+
+
 def _read_placement(r: _Reader, value: Any, path: FieldPath) -> Placement:
     doc = r.mapping(value, path)
-    r.known(doc, path, {"nodeSelector", "siteSelector", "strategy", "weights"})
+    r.known(doc, path, set(_PLACEMENT_FIELDS))
     strategy = r.string(doc.get("strategy"), (*path, "strategy")) or "two-phase"
     if strategy not in STRATEGIES:
         r.p.error((*path, "strategy"), f"found {strategy!r}, expected one of "
                   + ", ".join(STRATEGIES))
-    weights: dict[str, float] = {}
-    for key, raw in r.mapping(doc.get("weights"), (*path, "weights")).items():
-        # float() of a huge int raises and nan/inf would poison every score: both refused.
-        if str(key) not in SCORE_NAMES:
-            r.p.error((*path, "weights", str(key)), f"unknown score {key!r} (expected one of: "
-                      f"{', '.join(SCORE_NAMES)})")
-        elif (isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0
-                or not _is_finite(raw)):
-            r.p.error((*path, "weights", str(key)), f"expected a number >= 0, found {raw!r}")
-        else:
-            weights[str(key)] = float(raw)
     return Placement(
         node_selector=_read_selector(r, doc.get("nodeSelector"), (*path, "nodeSelector")),
         site_selector=_read_selector(r, doc.get("siteSelector"), (*path, "siteSelector")),
         strategy=strategy,
-        weights=weights,
+        weights=_read_weights(r, doc.get("weights"), (*path, "weights")),
+        affinity=_read_affinity(r, doc.get("affinity"), (*path, "affinity")),
+        anti_affinity=_read_affinity(r, doc.get("antiAffinity"), (*path, "antiAffinity")),
+        spread=tuple(
+            SpreadConstraint(
+                scope=r.choice(item.get("scope"), (*ipath, "scope"), Scope, Scope.SITE),
+                max_skew=r.integer(item.get("maxSkew"), (*ipath, "maxSkew"), default=1,
+                                   low=1, high=1000),
+                required=r.boolean(item.get("required"), (*ipath, "required"), default=False))
+            for ipath, item in r.items(doc.get("spread"), (*path, "spread"),
+                                       {"scope", "maxSkew", "required"})),
+        max_per_node=r.integer(doc.get("maxPerNode"), (*path, "maxPerNode"), default=0,
+                               low=0, high=MAX_REPLICAS),
+        max_per_site=r.integer(doc.get("maxPerSite"), (*path, "maxPerSite"), default=0,
+                               low=0, high=MAX_REPLICAS),
+        split=tuple(
+            SplitGroup(sites=_read_selector(r, item.get("sites"), (*ipath, "sites"),
+                                            required=True),
+                       weight=r.required_integer(item.get("weight"), (*ipath, "weight"),
+                                                 low=0, high=100) or 0)
+            for ipath, item in r.items(doc.get("split"), (*path, "split"), {"sites", "weight"})),
+        users=_read_users(r, doc.get("users"), (*path, "users")),
+        residency=_read_residency(r, doc.get("residency"), (*path, "residency")),
+        tolerations=_read_tolerations(r, doc.get("tolerations"), (*path, "tolerations")),
+        set_fields=_given(doc, _PLACEMENT_FIELDS),
+    )
+
+
+def _given(doc: Mapping[str, Any], fields: Mapping[str, str]) -> frozenset[str]:
+    return frozenset(attr for key, attr in fields.items() if doc.get(key) is not None)
+
+
+def _read_weights(r: _Reader, value: Any, path: FieldPath) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for key, raw in r.mapping(value, path).items():
+        # float() of a huge int raises and nan/inf would poison every score: both refused.
+        if str(key) not in SCORE_NAMES:
+            r.p.error((*path, str(key)), f"found {key!r}, expected one of "
+                      f"{', '.join(SCORE_NAMES)}")
+        elif (isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0
+                or not _is_finite(raw)):
+            r.p.error((*path, str(key)), f"expected a number >= 0, found {raw!r}")
+        else:
+            weights[str(key)] = float(raw)
+    return weights
+
+
+def _read_affinity(r: _Reader, value: Any, path: FieldPath) -> tuple[AffinityTerm, ...]:
+    return tuple(
+        AffinityTerm(
+            selector=_read_selector(r, item.get("selector"), (*ipath, "selector"),
+                                    required=True),
+            scope=r.choice(item.get("scope"), (*ipath, "scope"), Scope, Scope.NODE),
+            required=r.boolean(item.get("required"), (*ipath, "required"), default=False),
+            weight=r.integer(item.get("weight"), (*ipath, "weight"), default=100, low=1,
+                             high=100))
+        for ipath, item in r.items(value, path, {"selector", "scope", "required", "weight"}))
+
+
+def _read_users(r: _Reader, value: Any, path: FieldPath) -> tuple[UserGroup, ...]:
+    users = []
+    for ipath, item in r.items(value, path, {"name", "site", "landmark", "share", "maxRtt"}):
+        given = [k for k in ("site", "landmark") if item.get(k) is not None]
+        if len(given) != 1:
+            r.p.error(ipath, f"found {' and '.join(given) or 'none of them'}, expected "
+                      "exactly one of site, landmark")
+        share = item.get("share")
+        if share is None:
+            share = 1.0
+        elif (isinstance(share, bool) or not isinstance(share, int | float)
+                or not 0 < share <= 1):
+            r.p.error((*ipath, "share"), f"{share!r} is out of range (expected more than 0 "
+                      "and at most 1)")
+            share = 1.0
+        users.append(UserGroup(
+            name=r.string(item.get("name"), (*ipath, "name"), required=True) or "",
+            site=r.string(item.get("site"), (*ipath, "site")),
+            landmark=r.string(item.get("landmark"), (*ipath, "landmark")),
+            share=float(share),
+            max_rtt=r.duration(item.get("maxRtt"), (*ipath, "maxRtt"), default=None)))
+    return tuple(users)
+
+
+def _read_residency(r: _Reader, value: Any, path: FieldPath) -> Residency:
+    doc = r.mapping(value, path)
+    r.known(doc, path, {"countries", "regions"})
+    return Residency(countries=r.string_list(doc.get("countries"), (*path, "countries")),
+                     regions=r.string_list(doc.get("regions"), (*path, "regions")))
+
+
+def _read_tolerations(r: _Reader, value: Any, path: FieldPath) -> tuple[Toleration, ...]:
+    return tuple(
+        Toleration(
+            key=r.string(item.get("key"), (*ipath, "key")) or "",
+            operator=r.choice(item.get("operator"), (*ipath, "operator"), TolerationOperator,
+                              TolerationOperator.EQUAL),
+            value=r.string(item.get("value"), (*ipath, "value")) or "",
+            effect=r.choice(item.get("effect"), (*ipath, "effect"), TaintEffect, None))
+        for ipath, item in r.items(value, path, {"key", "operator", "value", "effect"}))
+
+
+def _read_rollout(r: _Reader, value: Any, path: FieldPath) -> Rollout:
+    doc = r.mapping(value, path)
+    r.known(doc, path, set(_ROLLOUT_FIELDS))
+    return Rollout(
+        parallelism=r.integer(doc.get("parallelism"), (*path, "parallelism"), default=1,
+                              low=1, high=MAX_REPLICAS),
+        delay=r.duration(doc.get("delay"), (*path, "delay"), default=timedelta(0)),
+        health_gated=r.boolean(doc.get("healthGated"), (*path, "healthGated"), default=False),
+        failure_action=r.choice(doc.get("failureAction"), (*path, "failureAction"),
+                                FailureAction, FailureAction.PAUSE),
+        max_surge=r.integer(doc.get("maxSurge"), (*path, "maxSurge"), default=0, low=0,
+                            high=MAX_REPLICAS),
+        max_unavailable=r.integer(doc.get("maxUnavailable"), (*path, "maxUnavailable"),
+                                  default=1, low=0, high=MAX_REPLICAS),
+    )
+
+
+def _read_failover(r: _Reader, value: Any, path: FieldPath) -> Failover:
+    doc = r.mapping(value, path)
+    r.known(doc, path, set(_FAILOVER_FIELDS))
+    defaults = Failover()
+    return Failover(
+        grace=r.duration(doc.get("grace"), (*path, "grace"), default=defaults.grace),
+        disconnect_tolerance=r.duration(doc.get("disconnectTolerance"),
+                                        (*path, "disconnectTolerance"),
+                                        default=defaults.disconnect_tolerance),
+        on_reconnect=r.choice(doc.get("onReconnect"), (*path, "onReconnect"), OnReconnect,
+                              defaults.on_reconnect),
+        singleton=r.boolean(doc.get("singleton"), (*path, "singleton"), default=False),
+        set_fields=_given(doc, _FAILOVER_FIELDS),
+    )
+
+
+# -- placement policy --------------------------------------------------------------
+
+
+def _read_policy(r: _Reader, doc: Any) -> PlacementPolicy | None:
+    if not isinstance(doc, dict):
+        r.mapping(doc, (), required=True)
+        return None
+    top, name, labels = _read_header(r, doc, "PlacementPolicy")
+    spec = r.mapping(top.get("spec"), ("spec",), required=True)
+    r.known(spec, ("spec",), {"selector", "priority", "placement", "failover"})
+    return PlacementPolicy(
+        name=name, labels=labels,
+        selector=_read_selector(r, spec.get("selector"), ("spec", "selector"), required=True),
+        priority=r.integer(spec.get("priority"), ("spec", "priority"), default=0, low=-1000,
+                           high=1000),
+        placement=_read_placement(r, spec.get("placement"), ("spec", "placement")),
+        failover=_read_failover(r, spec.get("failover"), ("spec", "failover")),
     )
 
 
@@ -411,8 +712,48 @@ def _read_placement(r: _Reader, value: Any, path: FieldPath) -> Placement:
 
 
 def deployment_to_document(d: Deployment) -> dict[str, Any]:
-    """The native document; ``deployment_from_document`` of it gives ``d`` back."""
-    c = d.container
+    """The native document; ``deployment_from_document`` of it gives ``d`` back.
+    Only what differs from the defaults is written (and placement and failover
+    fields set explicitly), so ``get -o yaml`` stays as short as what was applied."""
+    spec: dict[str, Any] = {"replicas": d.replicas, "container": _container_doc(d.container)}
+    placement = _placement_doc(d.placement)
+    if placement:
+        spec["placement"] = placement
+    if d.restart_policy is not RestartPolicy.ALWAYS:
+        spec["restartPolicy"] = d.restart_policy.value
+    rollout = _changed(d.rollout, Rollout(), _ROLLOUT_FIELDS, _ROLLOUT_WRITERS)
+    if rollout:
+        spec["rollout"] = rollout
+    failover = _failover_doc(d.failover)
+    if failover:
+        spec["failover"] = failover
+    return {"apiVersion": API_VERSION, "kind": "Deployment", "metadata": _meta_doc(d.name, d.labels),
+            "spec": spec}
+
+
+def policy_to_document(p: PlacementPolicy) -> dict[str, Any]:
+    """The native document; ``policy_from_document`` of it gives ``p`` back."""
+    spec: dict[str, Any] = {"selector": _selector_doc(p.selector)}
+    if p.priority:
+        spec["priority"] = p.priority
+    placement = _placement_doc(p.placement)
+    if placement:
+        spec["placement"] = placement
+    failover = _failover_doc(p.failover)
+    if failover:
+        spec["failover"] = failover
+    return {"apiVersion": API_VERSION, "kind": "PlacementPolicy",
+            "metadata": _meta_doc(p.name, p.labels), "spec": spec}
+
+
+def _meta_doc(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = dict(labels)
+    return meta
+
+
+def _container_doc(c: Container) -> dict[str, Any]:
     container: dict[str, Any] = {"image": c.image}
     if c.command:
         container["command"] = list(c.command)
@@ -427,26 +768,24 @@ def deployment_to_document(d: Deployment) -> dict[str, Any]:
         res["cpu"] = format_cpu(c.resources.cpu_millis)
     if c.resources.memory_bytes:
         res["memory"] = format_memory(c.resources.memory_bytes)
+    if c.resources.devices:
+        res["devices"] = dict(c.resources.devices)
     if res:
         container["resources"] = res
-    spec: dict[str, Any] = {"replicas": d.replicas, "container": container}
-    placement: dict[str, Any] = {}
-    for key, sel in (("nodeSelector", d.placement.node_selector),
-                     ("siteSelector", d.placement.site_selector)):
-        if not sel.empty:
-            placement[key] = _selector_doc(sel)
-    if d.placement.strategy != "two-phase":
-        placement["strategy"] = d.placement.strategy
-    if d.placement.weights:
-        placement["weights"] = dict(d.placement.weights)
-    if placement:
-        spec["placement"] = placement
-    if d.restart_policy is not RestartPolicy.ALWAYS:
-        spec["restartPolicy"] = d.restart_policy.value
-    meta: dict[str, Any] = {"name": d.name}
-    if d.labels:
-        meta["labels"] = dict(d.labels)
-    return {"apiVersion": API_VERSION, "kind": "Deployment", "metadata": meta, "spec": spec}
+    if c.health_check is not None:
+        container["healthCheck"] = _health_check_doc(c.health_check)
+    if c.volumes:
+        container["volumes"] = [
+            {"name": v.name, "hostPath": v.host_path, "mountPath": v.mount_path,
+             **({"readOnly": True} if v.read_only else {})} for v in c.volumes]
+    if c.data_sets:
+        container["dataSets"] = [
+            {"name": s.name, "mountPath": s.mount_path,
+             **({} if s.read_only else {"readOnly": False})} for s in c.data_sets]
+    security = _security_doc(c.security)
+    if security:
+        container["security"] = security
+    return container
 
 
 def _port_doc(p: Port) -> dict[str, Any]:
@@ -455,6 +794,40 @@ def _port_doc(p: Port) -> dict[str, Any]:
         out["hostPort"] = p.host_port
     if p.protocol != "tcp":
         out["protocol"] = p.protocol
+    return out
+
+
+def _health_check_doc(h: HealthCheck) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if h.command:
+        out["command"] = list(h.command)
+    if h.http_get is not None:
+        out["httpGet"] = {**({"path": h.http_get.path} if h.http_get.path != "/" else {}),
+                          "port": h.http_get.port}
+    if h.tcp_socket is not None:
+        out["tcpSocket"] = {"port": h.tcp_socket.port}
+    defaults = HealthCheck()
+    for key, attr in (("interval", "interval"), ("timeout", "timeout"),
+                      ("startPeriod", "start_period")):
+        if getattr(h, attr) != getattr(defaults, attr):
+            out[key] = format_duration(getattr(h, attr))
+    if h.retries != defaults.retries:
+        out["retries"] = h.retries
+    return out
+
+
+def _security_doc(s: Security) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if s.run_as_user is not None:
+        out["runAsUser"] = s.run_as_user
+    if s.read_only_root_filesystem:
+        out["readOnlyRootFilesystem"] = True
+    if s.privileged:
+        out["privileged"] = True
+    caps = {key: list(values) for key, values in (("add", s.cap_add), ("drop", s.cap_drop))
+            if values}
+    if caps:
+        out["capabilities"] = caps
     return out
 
 
@@ -468,4 +841,90 @@ def _selector_doc(sel: Selector) -> dict[str, Any]:
                                                              if e.values else {})}
             for e in sel.match_expressions
         ]
+    return out
+
+
+def _affinity_doc(terms: tuple[AffinityTerm, ...]) -> list[dict[str, Any]]:
+    return [{"selector": _selector_doc(t.selector),
+             **({"scope": t.scope.value} if t.scope is not Scope.NODE else {}),
+             **({"required": True} if t.required else {}),
+             **({"weight": t.weight} if t.weight != 100 else {})} for t in terms]
+
+
+def _user_doc(u: UserGroup) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": u.name}
+    if u.site is not None:
+        out["site"] = u.site
+    if u.landmark is not None:
+        out["landmark"] = u.landmark
+    if u.share != 1.0:
+        out["share"] = u.share
+    if u.max_rtt is not None:
+        out["maxRtt"] = format_duration(u.max_rtt)
+    return out
+
+
+def _toleration_doc(t: Toleration) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if t.key:
+        out["key"] = t.key
+    if t.operator is not TolerationOperator.EQUAL:
+        out["operator"] = t.operator.value
+    if t.value:
+        out["value"] = t.value
+    if t.effect is not None:
+        out["effect"] = t.effect.value
+    return out
+
+
+def _residency_doc(res: Residency) -> dict[str, Any]:
+    return {key: list(values) for key, values in (("countries", res.countries),
+                                                  ("regions", res.regions)) if values}
+
+
+_PLACEMENT_WRITERS: dict[str, Callable[[Any], Any]] = {
+    "node_selector": _selector_doc, "site_selector": _selector_doc,
+    "affinity": _affinity_doc, "anti_affinity": _affinity_doc,
+    "spread": lambda spread: [
+        {**({"scope": s.scope.value} if s.scope is not Scope.SITE else {}),
+         **({"maxSkew": s.max_skew} if s.max_skew != 1 else {}),
+         **({"required": True} if s.required else {})} for s in spread],
+    "split": lambda split: [{"sites": _selector_doc(g.sites), "weight": g.weight}
+                            for g in split],
+    "users": lambda users: [_user_doc(u) for u in users],
+    "residency": _residency_doc,
+    "tolerations": lambda tolerations: [_toleration_doc(t) for t in tolerations],
+    "weights": dict,
+}
+_FAILOVER_WRITERS: dict[str, Callable[[Any], Any]] = {
+    "grace": format_duration, "disconnect_tolerance": format_duration,
+    "on_reconnect": lambda value: value.value,
+}
+_ROLLOUT_WRITERS: dict[str, Callable[[Any], Any]] = {
+    "delay": format_duration, "failure_action": lambda value: value.value,
+}
+
+
+def _placement_doc(p: Placement) -> dict[str, Any]:
+    return _written(p, p.set_fields, _PLACEMENT_FIELDS, _PLACEMENT_WRITERS)
+
+
+def _failover_doc(f: Failover) -> dict[str, Any]:
+    return _written(f, f.set_fields, _FAILOVER_FIELDS, _FAILOVER_WRITERS)
+
+
+def _changed(value: Any, defaults: Any, fields: Mapping[str, str],
+             writers: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    chosen = {attr for attr in fields.values() if getattr(value, attr) != getattr(defaults, attr)}
+    return _written(value, chosen, fields, writers)
+
+
+def _written(value: Any, chosen: frozenset[str] | set[str], fields: Mapping[str, str],
+             writers: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """The chosen attributes of ``value`` under their document keys, in document order."""
+    out: dict[str, Any] = {}
+    for key, attr in fields.items():
+        if attr in chosen:
+            item = getattr(value, attr)
+            out[key] = writers.get(attr, lambda same: same)(item)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -71,6 +72,13 @@ DESCRIBED = {
 UNSCHEDULABLE = {"error": "1 of 2 replica(s) of big fit on no node; nothing was changed",
                  "unschedulable": [{"slot": "big/1", "message": "0/3 nodes fit: 3 insufficient "
                                     "memory (need 1000Gi, most free 12Gi)"}]}
+USERS_WARNING = ("spec.placement.users: latency-aware placement is not enforced yet; the "
+                 "scheduler ignores it")
+REVISIONS = [
+    {"revision": 1, "applied_at": 1.0, "current": False, "summary": "created: 2 replicas of a"},
+    {"revision": 2, "applied_at": 2.0, "current": False, "summary": "image a -> b"},
+    {"revision": 3, "applied_at": 3.0, "current": True, "summary": "replicas 2 -> 3"},
+]
 INVALID = {"error": "invalid deployment",
            "problems": [{"message": "must be at most 1000", "field": "spec.replicas",
                          "file": None, "line": None, "column": None, "severity": "error"}]}
@@ -98,6 +106,8 @@ class FakeController:
             web.get("/api/v1/deployments", _items(DEPLOYMENTS)),
             web.get("/api/v1/pods", _items(PODS)),
             web.get("/api/v1/deployments/{name}", self._describe),
+            web.get("/api/v1/deployments/{name}/revisions", self._revisions),
+            web.post("/api/v1/deployments/{name}/rollback", self._rollback),
             web.put("/api/v1/deployments/{name}", self._put),
             web.delete("/api/v1/deployments/{name}", self._delete),
             web.post("/api/v1/plan", self._plan),
@@ -121,11 +131,30 @@ class FakeController:
         name = request.match_info["name"]
         if name == "big" and request.query.get("allow_pending") != "true":
             return web.json_response(UNSCHEDULABLE, status=409)
+        if name == "far":
+            return web.json_response({**UNSCHEDULABLE, "warnings": [USERS_WARNING]}, status=409)
         if name == "huge":
             return web.json_response(INVALID, status=422)
         changed = name != "same"
         return web.json_response({"name": name, "revision": 4 if changed else 3,
-                                  "changed": changed})
+                                  "changed": changed,
+                                  "warnings": [USERS_WARNING] if name == "near" else []})
+
+    async def _revisions(self, request: web.Request) -> web.Response:
+        if request.match_info["name"] != "web":
+            return _error(404, f"deployment {request.match_info['name']} not found")
+        return web.json_response({"name": "web", "items": REVISIONS})
+
+    async def _rollback(self, request: web.Request) -> web.Response:
+        revision = (await request.json())["revision"]
+        if revision == 9:
+            return _error(404, "deployment web has no revision 9 (revisions: 1-3)")
+        if revision == 3:
+            return web.json_response({"name": "web", "revision": 3, "changed": False,
+                                      "rolled_back_to": 3,
+                                      "message": "already at revision 3's template"})
+        return web.json_response({"name": "web", "revision": 4, "changed": True,
+                                  "rolled_back_to": revision or 2, "warnings": []})
 
     async def _delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -136,11 +165,14 @@ class FakeController:
     async def _plan(self, request: web.Request) -> web.Response:
         documents = (await request.json())["documents"]
         return web.json_response({"deployments": [
-            {"name": d["metadata"]["name"], "slots": [
-                {"slot": f"{d['metadata']['name']}/{i}", "node": "pi-1" if i == 0 else None,
-                 "site": "factory-berlin" if i == 0 else None,
-                 "message": WHY if i == 0 else "0/1 nodes fit: 1 insufficient cpu"}
-                for i in range(d["spec"]["replicas"])]}
+            {"name": d["metadata"]["name"], "policies": [], "warnings": [USERS_WARNING],
+             "summary": {"moves": 1, "unschedulable": d["spec"]["replicas"] - 1}, "slots": [
+                 {"slot": f"{d['metadata']['name']}/{i}", "node": "pi-1" if i == 0 else None,
+                  "site": "factory-berlin" if i == 0 else None,
+                  "change": "moves" if i == 0 else "unschedulable",
+                  "from": "pi-2" if i == 0 else None, "reason": "",
+                  "message": WHY if i == 0 else "0/1 nodes fit: 1 insufficient cpu"}
+                 for i in range(d["spec"]["replicas"])]}
             for d in documents]})
 
     async def _logs(self, request: web.Request) -> web.Response:
@@ -458,11 +490,13 @@ def test_plan_table_and_json(controller: FakeController, server: str, tmp_path: 
     path = native(tmp_path / "web.yaml")
     proc = edgefed("plan", "-f", str(path), "--server", server, columns=200)
     assert proc.returncode == 0, proc.stderr
-    assert [line.split(maxsplit=3) for line in proc.stdout.splitlines()] == [
-        ["SLOT", "NODE", "SITE", "WHY"],
-        ["web/0", "pi-1", "factory-berlin", WHY],
-        ["web/1", "<none>", "<none>", "0/1 nodes fit: 1 insufficient cpu"],
+    assert [re.split(r" {3,}", line, maxsplit=4) for line in proc.stdout.splitlines()] == [
+        ["SLOT", "NODE", "SITE", "CHANGE", "WHY"],
+        ["web/0", "pi-1", "factory-berlin", "moves from pi-2", WHY],
+        ["web/1", "<none>", "<none>", "unschedulable", "0/1 nodes fit: 1 insufficient cpu"],
+        ["web: 1 moving, 1 unschedulable"],
     ]
+    assert proc.stderr == f"warning: web: {USERS_WARNING}\n"
     assert controller.requests[0].body == {
         "documents": [deployment_to_document(load_path(path).deployments[0])]}
     raw = edgefed("plan", "-f", str(path), "-o", "json", "--server", server)
@@ -528,7 +562,7 @@ def test_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["apply", "plan", "validate", "get", "describe", "delete",
-                                     "logs"])
+                                     "logs", "rollout"])
 def test_help_has_an_example(command: str) -> None:
     proc = edgefed(command, "--help")
     assert proc.returncode == 0
@@ -551,3 +585,69 @@ def test_client_commands_import_neither_aiohttp_nor_rich() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout == "[]\n"
+
+
+# -- rollout, get -o yaml, warnings ------------------------------------------------------
+
+
+def test_rollout_history(controller: FakeController, server: str) -> None:
+    proc = edgefed("rollout", "history", "deployment/web", "--server", server)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["REVISION", "AGE", "CURRENT", "CHANGE"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
+    assert lines[3].split()[2:] == ["*", "replicas", "2", "->", "3"]
+    assert controller.requests[0].path == "/api/v1/deployments/web/revisions"
+    raw = edgefed("rollout", "history", "web", "-o", "json", "--server", server)
+    assert json.loads(raw.stdout) == REVISIONS
+
+
+@pytest.mark.parametrize(("args", "body", "code", "stdout", "stderr"), [
+    ((), {"revision": None}, 0,
+     "deployment.edgefed.io/web rolled back to revision 2 (revision 4)\n", ""),
+    (("--to-revision", "1"), {"revision": 1}, 0,
+     "deployment.edgefed.io/web rolled back to revision 1 (revision 4)\n", ""),
+    (("--to-revision", "3"), {"revision": 3}, 0,
+     "deployment.edgefed.io/web unchanged: already at revision 3's template (revision 3)\n", ""),
+    (("--to-revision", "9"), {"revision": 9}, 1, "",
+     "error: deployment web has no revision 9 (revisions: 1-3)\n"),
+])
+def test_rollout_undo(controller: FakeController, server: str, args: tuple[str, ...],
+                      body: dict[str, Any], code: int, stdout: str, stderr: str) -> None:
+    proc = edgefed("rollout", "undo", "web", *args, "--server", server)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (code, stdout, stderr)
+    (request,) = controller.requests
+    assert (request.method, request.path, request.body) == (
+        "POST", "/api/v1/deployments/web/rollback", body)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("rollout", "undo", "web", "--to-revision", "0"), "'0': expected a revision number"),
+    (("rollout", "undo"), "the following arguments are required: NAME"),
+    (("rollout",), "expected `edgefed rollout history NAME` or `edgefed rollout undo NAME`"),
+])
+def test_rollout_usage_errors(server: str, args: tuple[str, ...], message: str) -> None:
+    proc = edgefed(*args, "--server", server)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_get_one_deployment_prints_its_document(server: str, fmt: str) -> None:
+    proc = edgefed("get", "deployment", "web", "-o", fmt, "--server", server)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout) == DESCRIBED["document"]
+    listed = edgefed("get", "deployments", "-o", fmt, "--server", server)
+    assert yaml.safe_load(listed.stdout) == DEPLOYMENTS
+
+
+def test_apply_prints_the_controllers_warnings(server: str, tmp_path: Path) -> None:
+    proc = edgefed("apply", "-f", str(native(tmp_path / "near.yaml", name="near")),
+                   "--server", server)
+    assert (proc.returncode, proc.stdout) == (0, "deployment.edgefed.io/near configured "
+                                                 "(revision 4)\n")
+    assert proc.stderr == f"warning: near: {USERS_WARNING}\n"
+    refused = edgefed("apply", "-f", str(native(tmp_path / "far.yaml", name="far")),
+                      "--server", server)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"warning: far: {USERS_WARNING}\nerror: ")

@@ -12,6 +12,7 @@ from federation.output import (
     describe_deployment,
     format_age,
     format_selector,
+    render_history,
     render_items,
     render_plan,
     resource_kind,
@@ -56,6 +57,8 @@ def test_format_age(seconds: Any, shown: str) -> None:
     ("nodes", "nodes"), ("node", "nodes"), ("no", "nodes"), ("site", "sites"),
     ("deployments", "deployments"), ("deployment", "deployments"), ("deploy", "deployments"),
     ("pods", "pods"), ("pod", "pods"), ("po", "pods"), ("PODS", "pods"),
+    ("placementpolicies", "placementpolicies"), ("placementpolicy", "placementpolicies"),
+    ("pp", "placementpolicies"),
 ])
 def test_resource_kind_accepts_kubectl_forms(text: str, kind: str) -> None:
     assert resource_kind(text) == kind
@@ -63,7 +66,7 @@ def test_resource_kind_accepts_kubectl_forms(text: str, kind: str) -> None:
 
 def test_resource_kind_names_the_accepted_kinds() -> None:
     with pytest.raises(ValueError, match=r"unknown resource type 'svc' \(expected one of: "
-                                         r"nodes, sites, deployments, pods\)"):
+                                         r"nodes, sites, deployments, pods, placementpolicies\)"):
         resource_kind("svc")
 
 
@@ -93,6 +96,12 @@ def test_resource_kind_names_the_accepted_kinds() -> None:
       "0/3 nodes fit"]),
     ("pods", pod(name=None, slot=7, exit_code=137, reason="OOMKilled"), True,
      ["web/7", "pi-1", "factory-berlin", "Running", "3", "1", "3m", "2", "137", "OOMKilled"]),
+    ("placementpolicies", {"name": "eu-residency", "priority": 10,
+                           "selector": {"matchLabels": {"data": "personal"}},
+                           "deployments": ["api", "web"], "age_seconds": 130.0}, False,
+     ["eu-residency", "10", "data=personal", "api,web", "2m"]),
+    ("placementpolicies", {"name": "all", "priority": 0, "selector": {}, "deployments": []},
+     False, ["all", "0", "<none>", "<none>", "<unknown>"]),
 ])
 def test_table_rows(kind: str, item: dict[str, Any], wide: bool, row: list[str]) -> None:
     headers, rows = table_rows(kind, [item], wide=wide)
@@ -110,6 +119,7 @@ def test_table_rows(kind: str, item: dict[str, Any], wide: bool, row: list[str])
     ("pods", False, ("NAME", "NODE", "SITE", "STATE", "GENERATION", "RESTARTS", "AGE")),
     ("pods", True, ("NAME", "NODE", "SITE", "STATE", "GENERATION", "RESTARTS", "AGE",
                     "REVISION", "EXIT", "REASON")),
+    ("placementpolicies", False, ("NAME", "PRIORITY", "SELECTOR", "DEPLOYMENTS", "AGE")),
 ])
 def test_table_headers(kind: str, wide: bool, headers: tuple[str, ...]) -> None:
     assert tuple(table_rows(kind, [], wide=wide)[0]) == headers
@@ -279,15 +289,88 @@ def test_describe_survives_a_sparse_answer() -> None:
 
 def test_plan_table() -> None:
     resp = {"deployments": [
-        {"name": "web", "slots": [
-            {"slot": "web/0", "node": "n1", "site": "a", "message": "3/3 nodes fit; chose n1"},
-            {"slot": "web/1", "node": None, "site": None, "message": WHY},
+        {"name": "web", "summary": {"stays": 1, "unschedulable": 1}, "slots": [
+            {"slot": "web/0", "node": "n1", "site": "a", "message": "stays on n1",
+             "change": "stays", "from": None, "reason": ""},
+            {"slot": "web/1", "node": None, "site": None, "message": WHY,
+             "change": "unschedulable", "from": None, "reason": ""},
         ]},
     ]}
     text = render_plan(resp, width=70)
-    assert text.splitlines()[0].split() == ["SLOT", "NODE", "SITE", "WHY"]
-    assert text.splitlines()[1].split() == ["web/0", "n1", "a", "3/3", "nodes", "fit;", "chose",
-                                            "n1"]
-    assert text.splitlines()[2].startswith("web/1   <none>   <none>   ")
-    assert " ".join(text.split("\n", 2)[2].split()[3:]) == WHY
-    assert all(len(line) <= 70 for line in text.splitlines())
+    lines = text.splitlines()
+    assert lines[0].split() == ["SLOT", "NODE", "SITE", "CHANGE", "WHY"]
+    assert lines[1].split() == ["web/0", "n1", "a", "stays", "stays", "on", "n1"]
+    assert lines[2].startswith("web/1   <none>   <none>   unschedulable   ")
+    assert " ".join(" ".join(lines[2:-1]).split()[4:]) == WHY
+    assert lines[-1] == "web: 1 staying, 1 unschedulable"
+    assert all(len(line) <= 70 for line in lines)
+
+
+def test_plan_table_shows_what_moves_from_where_and_why() -> None:
+    resp = {"deployments": [
+        {"name": "web", "policies": ["eu-residency"], "summary": {"moves": 1, "new": 1},
+         "slots": [
+             {"slot": "web/0", "node": "de-1", "site": "berlin", "change": "moves",
+              "from": "us-1", "reason": "node us-1 no longer fits: country is us, residency "
+                                        "allows de", "message": "1/2 nodes fit; chose de-1"},
+             {"slot": "web/1", "node": "de-1", "site": "berlin", "change": "new", "from": None,
+              "reason": "", "message": "1/2 nodes fit; chose de-1"},
+         ]},
+    ]}
+    lines = render_plan(resp, width=300).splitlines()
+    assert [line.split("   ")[:4] for line in lines[1:3]] == [
+        ["web/0", "de-1", "berlin", "moves from us-1"], ["web/1", "de-1", "berlin", "new"]]
+    assert lines[1].endswith("node us-1 no longer fits: country is us, residency allows de; "
+                             "1/2 nodes fit; chose de-1")
+    assert lines[-1] == "web: 1 new, 1 moving (policies: eu-residency)"
+
+
+def test_history_table_marks_the_current_revision() -> None:
+    items = [
+        {"revision": 1, "applied_at": 400.0, "current": False,
+         "summary": "created: 3 replicas of web:1"},
+        {"revision": 2, "applied_at": 700.0, "current": False, "summary": "replicas 3 -> 5"},
+        {"revision": 3, "applied_at": 990.0, "current": True, "summary": "replicas 5 -> 3"},
+    ]
+    text = render_history(items, now=1000.0, width=100)
+    assert text.splitlines() == [
+        "REVISION   AGE   CURRENT   CHANGE",
+        "1          10m             created: 3 replicas of web:1",
+        "2          5m              replicas 3 -> 5",
+        "3          10s   *         replicas 5 -> 3",
+    ]
+
+
+def test_describe_shows_policies_the_placement_in_force_and_what_is_not_enforced() -> None:
+    effective = {"apiVersion": "edgefed.io/v1", "kind": "Deployment",
+                 "metadata": {"name": "web"},
+                 "spec": {"replicas": 2, "container": {"image": "nginx:1.25"}, "placement": {
+                     "residency": {"countries": ["de", "fr"], "regions": ["eu-central"]},
+                     "maxPerNode": 1, "maxPerSite": 2,
+                     "antiAffinity": [
+                         {"selector": {"matchLabels": {"app": "web"}}, "scope": "node",
+                          "required": True},
+                         {"selector": {"matchLabels": {"app": "db"}}, "scope": "site",
+                          "weight": 50}],
+                     "users": [{"name": "eu", "site": "berlin"}]}}}
+    resp = {**DESCRIBED, "effective": effective,
+            "policies": [{"name": "eu-residency", "priority": 10},
+                         {"name": "spread", "priority": 0}],
+            "warnings": ["spec.placement.users: latency-aware placement is not enforced yet; "
+                         "the scheduler ignores it"]}
+    lines = describe_deployment(resp, now=1000.0, width=120).splitlines()
+    for line in [
+        "Policies:       eu-residency (priority 10), spread (priority 0)",
+        "  Residency:     countries de,fr; regions eu-central",
+        "  Limits:        1 per node, 2 per site",
+        "  Anti-affinity: app=web (node); app=db (site, preferred, weight 50)",
+        "  Site selector: <none>",
+        "Not enforced:",
+        "  spec.placement.users: latency-aware placement is not enforced yet; the scheduler "
+        "ignores it",
+    ]:
+        assert line in lines, line
+    plain = describe_deployment(DESCRIBED, now=1000.0, width=120).splitlines()
+    assert "Policies:       <none>" in plain
+    assert "  Site selector: tier=edge" in plain
+    assert "Not enforced:" not in plain

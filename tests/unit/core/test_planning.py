@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from federation import wire
 from federation.inventory import Node, NodeState
 from federation.model import SlotKey, SlotRecord, template_of
-from federation.planning import PlannedSlot, dry_run, new_round, request_for
-from federation.scheduler import Request, Usage
+from federation.planning import (
+    Change,
+    PlannedSlot,
+    dry_run,
+    misplaced,
+    new_round,
+    request_for,
+    unenforced,
+)
+from federation.scheduler import Apart, Request, Usage
+from federation.scheduler import Scope as SchedulerScope
 from policies.model import (
+    AffinityTerm,
     Container,
+    DataSet,
     Deployment,
+    Failover,
+    HealthCheck,
     LabelRequirement,
+    OnReconnect,
     Operator,
     Placement,
     Port,
+    Residency,
     Resources,
+    RestartPolicy,
+    Rollout,
+    Scope,
+    Security,
     Selector,
+    SplitGroup,
+    SpreadConstraint,
+    Toleration,
+    UserGroup,
+    Volume,
 )
 
 MiB = 1024**2
@@ -29,10 +56,10 @@ GiB = 1024**3
 
 
 def node(name: str, *, site: str = "s1", cpu: int = 4000, memory: int = 4 * GiB,
-         used_cpu: int = 0, used_memory: int = 0,
-         state: NodeState = NodeState.READY) -> Node:
+         used_cpu: int = 0, used_memory: int = 0, state: NodeState = NodeState.READY,
+         labels: dict[str, str] | None = None) -> Node:
     capacity = wire.Capacity(
-        site=site, arch="arm64", os="linux", runtime="docker", labels={},
+        site=site, arch="arm64", os="linux", runtime="docker", labels=labels or {},
         allocatable=wire.Resources(cpu_millis=cpu, memory_bytes=memory, disk_bytes=0),
         used=wire.Resources(cpu_millis=used_cpu, memory_bytes=used_memory, disk_bytes=0),
         images=(), instances=())
@@ -133,13 +160,13 @@ def test_dry_run_keeps_placed_slots_and_places_the_rest() -> None:
     web = spec()
     plan = dry_run(web, three_sites(), slots(placed(0, "n1", generation=4)), specs(web))
     assert plan == [
-        PlannedSlot(slot=0, node="n1", site="s1", moves=False, message="stays on n1"),
+        PlannedSlot(slot=0, node="n1", site="s1", change=Change.STAYS, message="stays on n1"),
         # n3: least-allocated avg(3000/4000, 3Gi/4Gi) = 75 -> (75 + 200 + 100) / 4 = 93.75
         # n2: avg(2000/4000, 2Gi/4Gi) = 50 -> 87.5; n1 holds slot 0: 75, 50, 50 -> 56.25
-        PlannedSlot(slot=1, node="n3", site="s3", moves=True, message=(
+        PlannedSlot(slot=1, node="n3", site="s3", change=Change.NEW, message=(
             "3/3 nodes fit; chose n3 (site s3) score 93.8 (least-allocated 75, spread-sites 100, "
             "spread-nodes 100); runner-up n2 87.5")),
-        PlannedSlot(slot=2, node="n2", site="s2", moves=True, message=(
+        PlannedSlot(slot=2, node="n2", site="s2", change=Change.NEW, message=(
             "3/3 nodes fit; chose n2 (site s2) score 87.5 (least-allocated 50, spread-sites 100, "
             "spread-nodes 100); runner-up n1 56.2")),
     ]
@@ -149,7 +176,7 @@ def test_dry_run_of_an_unschedulable_replica() -> None:
     big = spec(replicas=1, memory=8 * GiB)
     nodes = [node("n1"), node("n2", memory=2 * GiB), node("n3", state=NodeState.LOST)]
     assert dry_run(big, nodes, {}, specs(big)) == [PlannedSlot(
-        slot=0, node=None, site=None, moves=True,
+        slot=0, node=None, site=None, change=Change.UNSCHEDULABLE,
         message="0/3 nodes fit: 3 insufficient memory (need 8Gi, most free 4Gi), 1 node Lost")]
 
 
@@ -158,7 +185,7 @@ def test_dry_run_counts_what_other_deployments_hold() -> None:
     web = spec("web", replicas=1, cpu=1000)
     plan = dry_run(web, [node("n1")], slots(placed(0, "n1", dep=db)), specs(db, web))
     assert plan == [PlannedSlot(
-        slot=0, node=None, site=None, moves=True,
+        slot=0, node=None, site=None, change=Change.UNSCHEDULABLE,
         message="0/1 nodes fit: 1 insufficient cpu (need 1, most free 500m)")]
 
 
@@ -189,7 +216,7 @@ def test_dry_run_of_a_scale_down_lists_only_the_remaining_replicas() -> None:
     web = spec(replicas=1)
     current = slots(placed(0, "n1"), placed(1, "n2"), placed(2, "n3"))
     plan = dry_run(web, three_sites(), current, specs(replace(web, replicas=3)))
-    assert plan == [PlannedSlot(slot=0, node="n1", site="s1", moves=False,
+    assert plan == [PlannedSlot(slot=0, node="n1", site="s1", change=Change.STAYS,
                                 message="stays on n1")]
 
 
@@ -199,3 +226,222 @@ def test_dry_run_of_a_template_change_that_no_longer_fits() -> None:
     nodes = [node("n1", memory=4 * GiB), node("n2", site="s2", memory=8 * GiB)]
     plan = dry_run(new, nodes, slots(placed(0, "n1", dep=old)), specs(old))
     assert (plan[0].node, plan[0].moves) == ("n2", True)
+
+
+# -- replicas that may no longer stay ------------------------------------------------
+
+
+def zoned(zone: str, *, replicas: int = 3) -> Deployment:
+    return replace(spec(replicas=replicas),
+                   placement=Placement(node_selector=Selector(match_labels={"zone": zone})))
+
+
+def zones() -> list[Node]:
+    return [node("n1", site="s1", labels={"zone": "a"}), node("n2", site="s2", labels={"zone": "b"}),
+            node("n3", site="s3", labels={"zone": "b"}, state=NodeState.SUSPECT),
+            node("n4", site="s4", labels={"zone": "a"})]
+
+
+def test_misplaced_names_replicas_their_node_no_longer_allows() -> None:
+    web = zoned("a")
+    current = [placed(0, "n1"), placed(1, "n2"), placed(2, "n3"), placed(3, "n2"),
+               placed(0, "n2", dep=spec("db")), SlotRecord(deployment="web", index=4,
+                                                           generation=1, revision=1)]
+    # n3 is Suspect: its replica waits like any other; slot 3 is beyond replicas (scaled
+    # down, stopped anyway); db is not in the specs; slot 4 is not placed.
+    assert misplaced(specs(web), current, zones()) == {
+        ("web", 1): "node n2 no longer fits: node selector unmatched (zone=b)"}
+    assert misplaced(specs(zoned("b")), current, zones()) == {
+        ("web", 0): "node n1 no longer fits: node selector unmatched (zone=a)"}
+
+
+def test_dry_run_shows_what_moves_and_from_where() -> None:
+    web = zoned("a", replicas=2)
+    plan = dry_run(web, zones(), slots(placed(0, "n1"), placed(1, "n2", generation=5)),
+                   specs(spec()))
+    assert plan[0] == PlannedSlot(slot=0, node="n1", site="s1", change=Change.STAYS,
+                                  message="stays on n1")
+    assert (plan[1].node, plan[1].change, plan[1].from_node, plan[1].moves) == (
+        "n4", Change.MOVES, "n2", True)
+    assert plan[1].reason == "node n2 no longer fits: node selector unmatched (zone=b)"
+    # n1 holds slot 0, so spreading sends slot 1 to n4 (both n2 and n3 are zone b).
+    assert plan[1].message == (
+        "2/4 nodes fit; chose n4 (site s4) score 93.8 (least-allocated 75, spread-sites 100, "
+        "spread-nodes 100); runner-up n1 50.0; refused: 2 node selector unmatched (zone=b), "
+        "1 node Suspect")
+
+
+def test_dry_run_of_a_template_change_prefers_the_node_it_runs_on() -> None:
+    old, new = spec(replicas=1), spec(replicas=1, cpu=500)
+    plan = dry_run(new, three_sites(), slots(placed(0, "n2", dep=old)), specs(old))
+    assert (plan[0].node, plan[0].change, plan[0].from_node, plan[0].reason) == (
+        "n2", Change.REPLACED, "n2", "template changed")
+    assert "stay-put 100" in plan[0].message
+
+
+def test_dry_run_of_a_new_replica_says_new() -> None:
+    plan = dry_run(spec(replicas=1), three_sites(), {}, {})
+    assert (plan[0].change, plan[0].from_node, plan[0].reason) == (Change.NEW, None, "")
+
+
+# -- what is enforced, and warnings for the rest ---------------------------------------
+
+BARE = Deployment(name="web", container=Container(image="busybox:1.36"))
+
+
+def with_placement(**fields: Any) -> Deployment:
+    return replace(BARE, placement=Placement(**fields))
+
+
+def with_container(**fields: Any) -> Deployment:
+    return replace(BARE, container=replace(BARE.container, **fields))
+
+
+def term(scope: Scope = Scope.NODE, *, required: bool = True) -> AffinityTerm:
+    return AffinityTerm(selector=Selector(match_labels={"app": "web"}), scope=scope,
+                        required=required)
+
+
+# Every field of the model a deployment can set, with a value that is not its default,
+# and the warning it gets (None: enforced). A field added to the model fails
+# test_every_model_field_is_classified until it is listed here, and so until
+# someone decides whether the scheduler honours it.
+CLASSIFIED: dict[tuple[str, str], tuple[Deployment, str | None]] = {
+    ("Deployment", "replicas"): (replace(BARE, replicas=3), None),
+    ("Deployment", "labels"): (replace(BARE, labels={"app": "web"}), None),
+    ("Deployment", "restart_policy"): (replace(BARE, restart_policy=RestartPolicy.NEVER), None),
+    ("Container", "command"): (with_container(command=("sh",)), None),
+    ("Container", "args"): (with_container(args=("-v",)), None),
+    ("Container", "env"): (with_container(env={"A": "1"}), None),
+    ("Container", "ports"): (with_container(ports=(Port(container_port=80, host_port=80),)),
+                             None),
+    ("Resources", "cpu_millis"): (with_container(resources=Resources(cpu_millis=100)), None),
+    ("Resources", "memory_bytes"): (with_container(resources=Resources(memory_bytes=MiB)), None),
+    ("Resources", "devices"): (
+        with_container(resources=Resources(devices={"nvidia.com/gpu": 1})),
+        "spec.container.resources.devices: replicas go only to nodes that report enough "
+        "devices, and agents report none yet; the runtime does not pass devices to the "
+        "container yet"),
+    ("Container", "health_check"): (
+        with_container(health_check=HealthCheck(command=("true",))),
+        "spec.container.healthCheck: health checks are not run yet; the agent ignores it"),
+    ("Container", "volumes"): (
+        with_container(volumes=(Volume(name="c", host_path="/c", mount_path="/c"),)),
+        "spec.container.volumes: host path volumes are not mounted yet; the runtime ignores "
+        "them"),
+    ("Container", "data_sets"): (
+        with_container(data_sets=(DataSet(name="frames", mount_path="/data"),)),
+        "spec.container.dataSets: data locality is not enforced yet; the scheduler ignores it "
+        "and the runtime does not mount data sets"),
+    ("Container", "security"): (
+        with_container(security=Security(privileged=True)),
+        "spec.container.security: security settings are not applied yet; the runtime ignores "
+        "them"),
+    ("Placement", "node_selector"): (with_placement(node_selector=Selector(
+        match_labels={"arch": "arm64"})), None),
+    ("Placement", "site_selector"): (with_placement(site_selector=Selector(
+        match_labels={"tier": "edge"})), None),
+    ("Placement", "strategy"): (
+        with_placement(strategy="random"),
+        "spec.placement.strategy: random is not implemented yet; the deployment is placed "
+        "with two-phase"),
+    ("Placement", "weights"): (with_placement(weights={"spread-sites": 0.0}), None),
+    ("Placement", "affinity"): (
+        with_placement(affinity=(term(), term(required=False))),
+        "spec.placement.affinity[0]: required affinity is not enforced yet; the scheduler "
+        "ignores it\n"
+        "spec.placement.affinity[1]: affinity preferences are not scored yet; the scheduler "
+        "ignores them"),
+    ("Placement", "anti_affinity"): (
+        with_placement(anti_affinity=(term(), term(Scope.SITE), term(required=False),
+                                      term(Scope.REGION))),
+        "spec.placement.antiAffinity[2]: anti-affinity preferences are not scored yet; the "
+        "scheduler ignores them\n"
+        "spec.placement.antiAffinity[3]: anti-affinity at scope region is not enforced yet "
+        "(only node and site); the scheduler ignores it"),
+    ("Placement", "spread"): (
+        with_placement(spread=(SpreadConstraint(),)),
+        "spec.placement.spread: topology spread constraints are not enforced yet; the "
+        "scheduler ignores them (the spread-sites and spread-nodes scores still spread replicas)"),
+    ("Placement", "max_per_node"): (with_placement(max_per_node=1), None),
+    ("Placement", "max_per_site"): (with_placement(max_per_site=1), None),
+    ("Placement", "split"): (
+        with_placement(split=(SplitGroup(sites=Selector(), weight=100),)),
+        "spec.placement.split: weighted splits over site groups are not enforced yet; the "
+        "scheduler ignores them"),
+    ("Placement", "users"): (
+        with_placement(users=(UserGroup(name="eu", site="berlin"),)),
+        "spec.placement.users: latency-aware placement is not enforced yet; the scheduler "
+        "ignores it"),
+    ("Placement", "residency"): (with_placement(residency=Residency(countries=("de",))), None),
+    ("Placement", "tolerations"): (with_placement(tolerations=(Toleration(key="gpu"),)), None),
+    ("Deployment", "rollout"): (
+        replace(BARE, rollout=Rollout(parallelism=2)),
+        "spec.rollout: paced rollouts are not enforced yet; a new template replaces every "
+        "replica at once"),
+    ("Failover", "grace"): (
+        replace(BARE, failover=Failover(grace=timedelta(seconds=30))),
+        "spec.failover.grace: a per-deployment grace is not enforced yet; the controller's "
+        "--lost-after applies"),
+    ("Failover", "disconnect_tolerance"): (
+        replace(BARE, failover=Failover(disconnect_tolerance=timedelta(seconds=5))),
+        "spec.failover.disconnectTolerance: not enforced yet; a Lost node's replicas are "
+        "replaced after the controller's --lost-after"),
+    ("Failover", "on_reconnect"): (
+        replace(BARE, failover=Failover(on_reconnect=OnReconnect.KEEP_ORIGINAL)),
+        "spec.failover.onReconnect: keep-original is not enforced yet; a node that comes back "
+        "stops its superseded instances (keep-replacement)"),
+    ("Failover", "singleton"): (
+        replace(BARE, failover=Failover(singleton=True)),
+        "spec.failover.singleton: not enforced yet; across a partition a replacement may start "
+        "while the original still runs"),
+}
+# Fields that are whole parts classified field by field above, or identity.
+STRUCTURAL = {("Deployment", "name"), ("Deployment", "container"), ("Deployment", "placement"),
+              ("Deployment", "failover"), ("Container", "image"), ("Container", "resources"),
+              ("Placement", "set_fields"), ("Failover", "set_fields")}
+
+
+def test_every_model_field_is_classified() -> None:
+    fields = {(t.__name__, f.name) for t in (Deployment, Container, Resources, Placement,
+                                             Failover) for f in dataclasses.fields(t)}
+    assert fields - STRUCTURAL == set(CLASSIFIED)
+
+
+@pytest.mark.parametrize("field", list(CLASSIFIED), ids=lambda f: ".".join(f))
+def test_unenforced_fields_warn_and_enforced_ones_do_not(field: tuple[str, str]) -> None:
+    deployment, warning = CLASSIFIED[field]
+    assert unenforced(deployment) == ([] if warning is None else warning.split("\n"))
+
+
+def test_defaults_written_out_do_not_warn() -> None:
+    assert unenforced(BARE) == []
+    spelled_out = replace(BARE, rollout=Rollout(), failover=Failover(grace=timedelta(seconds=10)),
+                          placement=Placement(strategy="two-phase"))
+    assert unenforced(spelled_out) == []
+
+
+def test_request_for_maps_the_enforced_placement_fields() -> None:
+    dep = replace(
+        with_placement(residency=Residency(countries=("de", "fr"), regions=("eu-central",)),
+                       max_per_node=1, max_per_site=2,
+                       anti_affinity=(term(), term(Scope.SITE), term(required=False),
+                                      term(Scope.REGION))),
+        labels={"app": "web"},
+        container=replace(BARE.container, resources=Resources(
+            devices={"nvidia.com/gpu": 1, "hailo.ai/npu": 0})))
+    req = request_for(dep, 0, 1)
+    assert (req.labels, req.countries, req.regions, req.max_per_node, req.max_per_site) == (
+        {"app": "web"}, ("de", "fr"), ("eu-central",), 1, 2)
+    assert req.devices == {"nvidia.com/gpu": 1}
+    sel = Selector(match_labels={"app": "web"})
+    assert req.apart == (Apart(selector=sel, scope=SchedulerScope.NODE),
+                         Apart(selector=sel, scope=SchedulerScope.SITE))
+
+
+def test_lowering_max_per_node_moves_the_highest_slots() -> None:
+    web = with_placement(max_per_node=1)
+    web = replace(web, replicas=3)
+    current = [placed(0, "n1", dep=web), placed(1, "n1", dep=web), placed(2, "n2", dep=web)]
+    assert misplaced(specs(web), current, three_sites()) == {
+        ("web", 1): "node n1 no longer fits: 1 replica already on the node, maxPerNode 1"}

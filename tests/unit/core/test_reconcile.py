@@ -334,3 +334,30 @@ def test_which_changes_replace_running_instances(changed: Deployment, replaces: 
     record = DeploymentRecord(spec=replace(changed, replicas=1), revision=2)
     actions = reconcile(desired(record, slots=slots), have, NOW)
     assert [type(a).__name__ for a in actions] == (["Place"] if replaces else [])
+
+
+# -- a replica that may no longer stay where it runs -----------------------------------
+
+NO_LONGER_FITS = "node n1 no longer fits: country is us, residency allows de"
+
+
+@pytest.mark.parametrize(("state", "template", "actions"), [
+    pytest.param(NodeState.READY, TEMPLATE,
+                 [Place(slot=slot(generation=3), generation=4, revision=1,
+                        reason=NO_LONGER_FITS)], id="moves"),
+    # A new template too: placed elsewhere, not preferring the node it may not stay on.
+    pytest.param(NodeState.READY, "old-template",
+                 [Place(slot=slot(generation=3, template="old-template"), generation=4,
+                        revision=1, reason=NO_LONGER_FITS)], id="moves-with-a-new-template"),
+    # Its work waits for the node to come back or be lost, as always.
+    pytest.param(NodeState.SUSPECT, TEMPLATE, [], id="suspect-node-waits"),
+])
+def test_misplaced_replicas_are_placed_again(state: NodeState, template: str,
+                                             actions: list[Action]) -> None:
+    want = desired(deployment(), slots=[slot(generation=3, template=template)])
+    have = observed(node("n1", state), instances=RUNNING_G3)
+    assert reconcile(want, have, NOW, misplaced={("web", 0): NO_LONGER_FITS}) == actions
+    assert reconcile(want, have, NOW, misplaced={("web", 1): NO_LONGER_FITS}) == (
+        [] if template == TEMPLATE else [Place(slot=slot(generation=3, template=template),
+                                               generation=4, revision=1, prefer_node="n1",
+                                               reason="template changed in revision 1")])

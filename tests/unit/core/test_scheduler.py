@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,11 +16,14 @@ from federation import wire
 from federation.inventory import Node, NodeState
 from federation.scheduler import (
     FILTERS,
+    Apart,
     Explanation,
     Request,
     Round,
+    Scope,
     Usage,
     place,
+    refusals,
 )
 from policies.model import LabelRequirement, Operator, Selector
 
@@ -30,14 +34,15 @@ GiB = 1024**3
 def node(name: str, *, site: str = "s1", arch: str = "arm64", os: str = "linux",
          runtime: str = "docker", labels: Mapping[str, str] | None = None, cpu: int = 4000,
          memory: int = 4 * GiB, used_cpu: int = 0, used_memory: int = 0,
-         state: NodeState = NodeState.READY, reported: bool = True) -> Node:
+         state: NodeState = NodeState.READY, reported: bool = True,
+         devices: Mapping[str, int] | None = None) -> Node:
     """A node as the inventory holds it after (or, ``reported=False``, before) its
     first capacity report."""
     capacity = wire.Capacity(
         site=site, arch=arch, os=os, runtime=runtime, labels=dict(labels or {}),
         allocatable=wire.Resources(cpu_millis=cpu, memory_bytes=memory, disk_bytes=0),
         used=wire.Resources(cpu_millis=used_cpu, memory_bytes=used_memory, disk_bytes=0),
-        images=(), instances=()) if reported else None
+        images=(), instances=(), devices=dict(devices or {})) if reported else None
     return Node(name=name, site=site, epoch="boot-1", online=state is NodeState.READY,
                 state=state, state_since=0.0, last_seen=0.0, capacity=capacity)
 
@@ -195,6 +200,38 @@ SINGLE_FILTER = [
                  ["insufficient cpu", "insufficient memory"],
                  "0/1 nodes fit: 1 insufficient cpu (need 2, most free 500m), "
                  "1 insufficient memory (need 1Gi, most free 256Mi)", id="cpu-and-memory"),
+    pytest.param("residency", node("n1", labels={"country": "us"}),
+                 request(countries=("de", "fr")), ["country is us, residency allows de,fr"],
+                 "0/1 nodes fit: 1 country is us, residency allows de,fr", id="country"),
+    pytest.param("residency", node("n1"), request(countries=("de",)),
+                 ["no country label, residency requires one"],
+                 "0/1 nodes fit: 1 no country label, residency requires one",
+                 id="no-country-label"),
+    pytest.param("residency", node("n1", labels={"region": "us-east"}),
+                 request(regions=("eu-central", "eu-west")),
+                 ["region is us-east, residency allows eu-central,eu-west"],
+                 "0/1 nodes fit: 1 region is us-east, residency allows eu-central,eu-west",
+                 id="region"),
+    pytest.param("residency", node("n1", labels={"country": "de"}),
+                 request(countries=("de",), regions=("eu-central",)),
+                 ["no region label, residency requires one"],
+                 "0/1 nodes fit: 1 no region label, residency requires one",
+                 id="country-fits-region-missing"),
+    pytest.param("residency", node("n1", labels={"country": "us", "region": "us-east"}),
+                 request(countries=("de",), regions=("eu-central",)),
+                 ["country is us, residency allows de", "region is us-east, residency allows "
+                  "eu-central"],
+                 "0/1 nodes fit: 1 country is us, residency allows de, 1 region is us-east, "
+                 "residency allows eu-central", id="country-and-region"),
+    pytest.param("devices", node("n1"), request(devices={"nvidia.com/gpu": 1}),
+                 ["insufficient nvidia.com/gpu"],
+                 "0/1 nodes fit: 1 insufficient nvidia.com/gpu (need 1, most free 0)",
+                 id="device-not-reported"),
+    pytest.param("devices", node("n1", devices={"nvidia.com/gpu": 1, "hailo.ai/npu": 1}),
+                 request(devices={"nvidia.com/gpu": 2, "hailo.ai/npu": 2}),
+                 ["insufficient hailo.ai/npu", "insufficient nvidia.com/gpu"],
+                 "0/1 nodes fit: 1 insufficient hailo.ai/npu (need 2, most free 1), "
+                 "1 insufficient nvidia.com/gpu (need 2, most free 1)", id="every-device-kind"),
 ]
 
 
@@ -211,6 +248,100 @@ def test_single_filter_reason_and_message(name: str, n: Node, req: Request,
     assert decision.explanation.feasible == 0
     assert decision.explanation.ranked == ()
     assert rnd.committed == {}
+
+
+def crowded(**placed: Counter[str]) -> Round:
+    """Nodes a1, a2 (site a) and b1 (site b); ``placed`` replicas per deployment and node.
+    Deployment ``web`` is labelled app=web, ``db`` app=db."""
+    return Round(nodes=[node("a1", site="a"), node("a2", site="a"), node("b1", site="b")],
+                 placed=dict(placed),
+                 deployment_labels={"web": {"app": "web"}, "db": {"app": "db", "tier": "data"}})
+
+
+def apart(scope: Scope = Scope.NODE, **labels: str) -> tuple[Apart, ...]:
+    return (Apart(selector=labels_sel(**labels), scope=scope),)
+
+
+# (filter, round, request, reasons on node a1, message of placing in that round)
+ROUND_FILTERS = [
+    pytest.param("max-per-node", crowded(web=Counter({"a1": 2, "a2": 2, "b1": 2})),
+                 request(max_per_node=2), ["2 replicas already on the node, maxPerNode 2"],
+                 "0/3 nodes fit: 3 2 replicas already on the node, maxPerNode 2",
+                 id="max-per-node"),
+    pytest.param("max-per-node", crowded(web=Counter({"a1": 3, "a2": 1, "b1": 1})),
+                 request(max_per_node=1), ["3 replicas already on the node, maxPerNode 1"],
+                 "0/3 nodes fit: 2 1 replica already on the node, maxPerNode 1, "
+                 "1 3 replicas already on the node, maxPerNode 1", id="max-per-node-lowered"),
+    pytest.param("max-per-site", crowded(web=Counter({"a1": 1, "a2": 1, "b1": 2})),
+                 request(max_per_site=2), ["2 replicas already on the site, maxPerSite 2"],
+                 "0/3 nodes fit: 3 2 replicas already on the site, maxPerSite 2",
+                 id="max-per-site"),
+    pytest.param("anti-affinity", crowded(web=Counter({"a1": 1, "a2": 1, "b1": 1})),
+                 request(apart=apart(app="web")), ["anti-affinity with app=web on the node"],
+                 "0/3 nodes fit: 3 anti-affinity with app=web on the node",
+                 id="anti-affinity-node-itself"),
+    pytest.param("anti-affinity", crowded(db=Counter({"a2": 1, "b1": 1})),
+                 request(apart=apart(Scope.SITE, tier="data")),
+                 ["anti-affinity with tier=data on the site"],
+                 "0/3 nodes fit: 3 anti-affinity with tier=data on the site",
+                 id="anti-affinity-site-other-deployment"),
+]
+
+
+@pytest.mark.parametrize(("name", "rnd", "req", "reasons", "message"), ROUND_FILTERS)
+def test_filters_that_count_replicas(name: str, rnd: Round, req: Request, reasons: list[str],
+                                     message: str) -> None:
+    a1 = rnd.by_name["a1"]
+    assert [r.reason for r in FILTERS[name](req, a1, rnd)] == reasons
+    others = [f for f in FILTERS if f != name]
+    assert [r.reason for f in others for r in FILTERS[f](req, a1, rnd)] == []
+    decision = place(req, rnd)
+    assert decision.node is None
+    assert decision.explanation.message == message
+
+
+# (round, request, the nodes it fits on)
+ROUND_PASSING = [
+    pytest.param(crowded(web=Counter({"a1": 2, "a2": 1})), request(max_per_node=2), ["a2", "b1"],
+                 id="max-per-node"),
+    pytest.param(crowded(web=Counter({"a1": 1, "a2": 1})), request(max_per_site=2), ["b1"],
+                 id="max-per-site"),
+    pytest.param(crowded(web=Counter({"a1": 1})), request(apart=apart(app="web")), ["a2", "b1"],
+                 id="anti-affinity-node"),
+    pytest.param(crowded(web=Counter({"a1": 1})), request(apart=apart(Scope.SITE, app="web")),
+                 ["b1"], id="anti-affinity-site"),
+    pytest.param(crowded(db=Counter({"a1": 1, "a2": 1, "b1": 1})),
+                 request(apart=apart(app="web")), ["a1", "a2", "b1"],
+                 id="anti-affinity-other-labels"),
+    pytest.param(crowded(web=Counter({"a1": 5})), request(deployment="db", max_per_node=1),
+                 ["a1", "a2", "b1"], id="limits-count-only-the-deployment"),
+]
+
+
+@pytest.mark.parametrize(("rnd", "req", "fits"), ROUND_PASSING)
+def test_counting_filters_let_through(rnd: Round, req: Request, fits: list[str]) -> None:
+    assert sorted(n.name for n in rnd.nodes if not refusals(req, n, rnd)) == fits
+    assert place(req, rnd).explanation.feasible == len(fits)
+
+
+def test_limits_and_anti_affinity_count_what_the_round_reserved() -> None:
+    rnd = crowded()
+    req = request(labels={"app": "web"}, apart=apart(app="web"), max_per_site=1)
+    placed = [place(replace(req, slot=i), rnd) for i in range(3)]
+    assert sorted(d.site or "" for d in placed[:2]) == ["a", "b"]
+    assert placed[2].node is None
+    assert placed[2].explanation.message == (
+        "0/3 nodes fit: 3 1 replica already on the site, maxPerSite 1, "
+        "2 anti-affinity with app=web on the node")
+
+
+def test_devices_held_by_slots_are_not_free() -> None:
+    rnd = Round(nodes=[node("n1", devices={"nvidia.com/gpu": 2})],
+                committed={"n1": Usage(devices={"nvidia.com/gpu": 1})})
+    assert place(request(0, devices={"nvidia.com/gpu": 1}), rnd).node == "n1"
+    third = place(request(1, devices={"nvidia.com/gpu": 1}), rnd)
+    assert third.explanation.message == (
+        "0/1 nodes fit: 1 insufficient nvidia.com/gpu (need 1, most free 0)")
 
 
 # (node, request) that each filter lets through
@@ -242,6 +373,15 @@ PASSING = [
                  id="site"),
     pytest.param(node("n1", cpu=1000, used_cpu=500, memory=GiB, used_memory=GiB // 2),
                  request(cpu_millis=500, memory_bytes=GiB // 2), id="exactly-fits"),
+    pytest.param(node("n1", labels={"country": "DE", "region": "eu-central"}),
+                 request(countries=("de", "fr"), regions=("eu-central",)),
+                 id="residency-ignores-case"),
+    pytest.param(node("n1", labels={"country": "us"}), request(regions=()),
+                 id="residency-not-set"),
+    pytest.param(node("n1", devices={"nvidia.com/gpu": 2}), request(devices={"nvidia.com/gpu": 2}),
+                 id="devices-exactly-fit"),
+    pytest.param(node("n1"), request(max_per_node=1, max_per_site=1, apart=apart(app="web")),
+                 id="limits-on-an-empty-round"),
 ]
 
 

@@ -77,7 +77,8 @@ GOLDEN_CASES: dict[str, tuple[str, str | None, str, str, str, int, wire.Body]] =
                                        disk_bytes=32 * GiB),
                  used=Resources(cpu_millis=250, memory_bytes=128 * MiB, disk_bytes=0),
                  images=("busybox:1.36",), instances=(RUNNING, EXITED),
-                 rtt_ms={"pi-berlin-2": 1.5, "aws-eu-west-1": 23.25}, interval=5.0)),
+                 rtt_ms={"pi-berlin-2": 1.5, "aws-eu-west-1": 23.25}, interval=5.0,
+                 devices={"hailo.ai/npu": 1})),
     "command_run": (
         node_topic(wire.NodeTopic.CMD), NODE, wire.SCHEMA_COMMAND, "controller", "term-0001", 10,
         Command(op=CommandOp.RUN, command_id="c0ffee01", deployment="web", slot=0,
@@ -148,6 +149,15 @@ def test_capacity_golden_field_by_field() -> None:
     assert cap.instances[1].exit_code == 0
     assert cap.rtt_ms == {"pi-berlin-2": 1.5, "aws-eu-west-1": 23.25}
     assert isinstance(cap.images, tuple)
+    assert cap.devices == {"hailo.ai/npu": 1}
+
+
+def test_capacity_without_devices_reads_as_none() -> None:
+    # Agents that do not probe devices (every agent so far) leave the field out.
+    for value in (DELETE, None, {}):
+        cap = wire.decode(patched("capacity", ("body", "devices"), value)).body
+        assert isinstance(cap, Capacity)
+        assert cap.devices == {}
 
 
 def test_unknown_optional_fields_are_ignored() -> None:
@@ -297,6 +307,23 @@ REFUSALS = [
                  "envelope.body.allocatable is missing", id="missing-allocatable"),
     pytest.param(patched("capacity", ("body", "used"), 0),
                  "envelope.body.used must be an object, found int", id="used-not-object"),
+    pytest.param(patched("capacity", ("body", "devices"), {"nvidia.com/gpu": "1"}),
+                 "envelope.body.devices must be an object of counts (integers >= 0)",
+                 id="device-count-string"),
+    pytest.param(patched("capacity", ("body", "devices"), {"nvidia.com/gpu": -1}),
+                 "envelope.body.devices must be an object of counts (integers >= 0)",
+                 id="device-count-negative"),
+    pytest.param(patched("capacity", ("body", "devices"), {"nvidia.com/gpu": True}),
+                 "envelope.body.devices must be an object of counts (integers >= 0)",
+                 id="device-count-bool"),
+    pytest.param(patched("capacity", ("body", "devices"), ["nvidia.com/gpu"]),
+                 "envelope.body.devices must be an object of counts (integers >= 0)",
+                 id="devices-list"),
+    pytest.param(patched("capacity", ("body", "devices"), {f"d{i}": 1 for i in range(65)}),
+                 "envelope.body.devices has more than 64 entries", id="too-many-device-kinds"),
+    pytest.param(patched("capacity", ("body", "devices"), {"d" * 129: 1}),
+                 "envelope.body.devices has a key longer than 128 characters",
+                 id="device-kind-too-long"),
     pytest.param(patched("capacity", ("body", "images"), "busybox"),
                  "envelope.body.images must be a list", id="images-string"),
     pytest.param(patched("capacity", ("body", "images"), ["busybox", 1]),

@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import copy
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policies.errors import PolicyError, Problems, format_path
 from policies.kubernetes import Translation, translate, translate_deployment
 from policies.loader import load_file, load_text
-from policies.model import Container, Deployment, Placement, Port, Resources, Selector
+from policies.model import (
+    Container,
+    Deployment,
+    LabelRequirement,
+    Operator,
+    Placement,
+    Port,
+    Resources,
+    Selector,
+)
+from policies.spec import Rollout, Scope, SpreadConstraint
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 
@@ -42,6 +55,8 @@ SEED = textwrap.dedent("""\
 
 POD = ("spec", "template", "spec")
 CONTAINER = (*POD, "containers", 0)
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 
 
 def seed(*changes: tuple[tuple[Any, ...], Any]) -> dict[str, Any]:
@@ -198,12 +213,14 @@ def test_deployment_label_wins_over_template_label_with_a_warning() -> None:
     (("metadata", "namespace"), "prod", "metadata.namespace: has no edgefed equivalent yet"),
     (("metadata", "annotations"), {"team": "web"}, "metadata.annotations: has no edgefed "
      "equivalent yet"),
-    (("spec", "strategy"), {"type": "Recreate"}, "spec.strategy: has no edgefed equivalent yet"),
-    (("spec", "minReadySeconds"), 5, "spec.minReadySeconds: has no edgefed equivalent yet"),
-    ((*POD, "affinity"), {"nodeAffinity": {}}, "spec.template.spec.affinity: has no edgefed "
+    (("spec", "progressDeadlineSeconds"), 600, "spec.progressDeadlineSeconds: has no edgefed "
      "equivalent yet"),
-    ((*POD, "tolerations"), [{"key": "k", "operator": "Exists"}],
-     "spec.template.spec.tolerations: has no edgefed equivalent yet"),
+    (("spec", "minReadySeconds"), 5, "spec.minReadySeconds: has no edgefed equivalent yet"),
+    ((*POD, "affinity"), {"nodeAffinity": {PREFERRED: [
+        {"weight": 1, "preference": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}]}},
+     f"spec.template.spec.affinity.nodeAffinity.{PREFERRED}: has no edgefed equivalent yet"),
+    ((*POD, "priorityClassName"), "high", "spec.template.spec.priorityClassName: has no edgefed "
+     "equivalent yet"),
     ((*POD, "volumes"), [{"name": "data", "emptyDir": {}}],
      "spec.template.spec.volumes: has no edgefed equivalent yet"),
     ((*CONTAINER, "imagePullPolicy"), "IfNotPresent",
@@ -348,3 +365,299 @@ def test_translate_reports_in_kubernetes_coordinates() -> None:
         ("spec.template.spec.containers", False),
         ("spec.template.spec.containers[0].livenessProbe", True),
     ]
+
+
+# -- scheduling: node selector, affinity, tolerations, spread ------------------------
+
+
+def native_placement(*changes: tuple[tuple[Any, ...], Any]) -> tuple[Any, list[str]]:
+    """The translated ``spec.placement`` (None if absent) and every problem,
+    after checking the native model takes the document when nothing is refused."""
+    doc = seed(*changes)
+    problems = Problems()
+    document = translate_deployment(copy.deepcopy(doc), problems)
+    lines = [_line(p.warning, p.path, p.message) for p in problems.items]
+    if not problems.errors:
+        deployment, loaded = outcome(doc)
+        assert deployment is not None and loaded == lines
+    return document["spec"].get("placement"), lines
+
+
+def node_affinity(*terms: dict[str, Any]) -> tuple[tuple[Any, ...], Any]:
+    return (*POD, "affinity"), {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": list(terms)}}}
+
+
+AFFINITY = (*POD, "affinity")
+NODE_TERMS = f"spec.template.spec.affinity.nodeAffinity.{REQUIRED}.nodeSelectorTerms"
+
+PLACEMENT_CASES = [
+    pytest.param([((*POD, "nodeSelector"), {"kubernetes.io/arch": "arm64", "tier": "edge",
+                                            "kubernetes.io/hostname": "pi-1",
+                                            "topology.kubernetes.io/zone": "berlin"})],
+                 {"nodeSelector": {"matchLabels": {"arch": "arm64", "tier": "edge",
+                                                   "node": "pi-1", "site": "berlin"}}},
+                 [], id="well-known-node-labels"),
+    pytest.param([node_affinity({"matchExpressions": [
+        {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["eu"]},
+        {"key": "ram-gb", "operator": "Gt", "values": ["4"]}],
+        "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["pi-9"]}]})],
+                 {"nodeSelector": {"matchExpressions": [
+                     {"key": "region", "operator": "In", "values": ["eu"]},
+                     {"key": "ram-gb", "operator": "Gt", "values": ["4"]},
+                     {"key": "node", "operator": "NotIn", "values": ["pi-9"]}]}},
+                 [], id="node-affinity-one-term"),
+    pytest.param([((*POD, "nodeSelector"), {"tier": "edge"}),
+                  node_affinity({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]})],
+                 {"nodeSelector": {"matchLabels": {"tier": "edge"},
+                                   "matchExpressions": [{"key": "gpu", "operator": "Exists"}]}},
+                 [], id="node-selector-and-affinity-both-hold"),
+    pytest.param([node_affinity({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]},
+                                {"matchExpressions": [{"key": "tpu", "operator": "Exists"}]})],
+                 {"nodeSelector": {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}},
+                 [f"warning {NODE_TERMS}: has 2 terms, which Kubernetes ORs; edgefed cannot "
+                  "express OR yet, so only the first term is used (placement is narrower than "
+                  "written)"], id="node-affinity-several-terms"),
+    pytest.param([(AFFINITY, {"podAffinity": {REQUIRED: [
+        {"labelSelector": {"matchLabels": {"app": "cache"}},
+         "topologyKey": "topology.kubernetes.io/zone"}]}})],
+                 {"affinity": [{"selector": {"matchLabels": {"app": "cache"}}, "scope": "site",
+                                "required": True}]}, [], id="pod-affinity-required"),
+    pytest.param([(AFFINITY, {"podAntiAffinity": {PREFERRED: [
+        {"weight": 80, "podAffinityTerm": {
+            "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In",
+                                                    "values": ["myapp"]}]},
+            "topologyKey": "kubernetes.io/hostname"}}]}})],
+                 {"antiAffinity": [{"selector": {"matchExpressions": [
+                     {"key": "app", "operator": "In", "values": ["myapp"]}]},
+                     "scope": "node", "required": False, "weight": 80}]},
+                 [], id="pod-anti-affinity-preferred"),
+    pytest.param([(AFFINITY, {"podAffinity": {REQUIRED: [
+        {"labelSelector": {"matchLabels": {"app": "db"}},
+         "topologyKey": "topology.kubernetes.io/region", "namespaces": ["data"]},
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "rack"},
+        {"topologyKey": "kubernetes.io/hostname"}]}})],
+                 {"affinity": [{"selector": {"matchLabels": {"app": "db"}}, "scope": "region",
+                                "required": True}]},
+                 [f"warning spec.template.spec.affinity.podAffinity.{REQUIRED}[0].namespaces: has "
+                  "no edgefed equivalent yet; ignored",
+                  f"warning spec.template.spec.affinity.podAffinity.{REQUIRED}[1].topologyKey: "
+                  "'rack' has no edgefed scope; ignored (kubernetes.io/hostname is node, "
+                  "topology.kubernetes.io/zone site, topology.kubernetes.io/region region)",
+                  f"warning spec.template.spec.affinity.podAffinity.{REQUIRED}[2]: has no "
+                  "labelSelector, so it matches no pods (as in Kubernetes); ignored"],
+                 id="pod-affinity-what-warns"),
+    pytest.param([((*POD, "tolerations"), [
+        {"key": "dedicated", "operator": "Equal", "value": "vision", "effect": "NoSchedule"},
+        {"operator": "Exists", "effect": "", "tolerationSeconds": 30}])],
+                 {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "vision",
+                                   "effect": "NoSchedule"}, {"operator": "Exists"}]},
+                 ["warning spec.template.spec.tolerations[1].tolerationSeconds: has no edgefed "
+                  "equivalent yet; ignored"], id="tolerations"),
+    pytest.param([((*POD, "topologySpreadConstraints"), [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "myapp"}}},
+        {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
+         "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 3}])],
+                 {"spread": [{"scope": "site", "maxSkew": 1, "required": True},
+                             {"scope": "node", "maxSkew": 2, "required": False}]},
+                 ["warning spec.template.spec.topologySpreadConstraints[1].minDomains: has no "
+                  "edgefed equivalent yet; ignored"], id="spread"),
+    pytest.param([((*POD, "topologySpreadConstraints"), [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/region",
+         "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": {"app": "other"}}},
+        {"maxSkew": 1, "topologyKey": "rack", "whenUnsatisfiable": "ScheduleAnyway"}])],
+                 {"spread": [{"scope": "region", "maxSkew": 1, "required": False}]},
+                 ["warning spec.template.spec.topologySpreadConstraints[0].labelSelector: "
+                  "selects pods other than this deployment's; edgefed spreads this deployment's "
+                  "own replicas",
+                  "warning spec.template.spec.topologySpreadConstraints[1].topologyKey: 'rack' "
+                  "has no edgefed scope; ignored (kubernetes.io/hostname is node, "
+                  "topology.kubernetes.io/zone site, topology.kubernetes.io/region region)"],
+                 id="spread-what-warns"),
+]
+
+
+@pytest.mark.parametrize(("changes", "placement", "warnings"), PLACEMENT_CASES)
+def test_placement_translation(changes: list[tuple[tuple[Any, ...], Any]], placement: Any,
+                               warnings: list[str]) -> None:
+    assert native_placement(*changes) == (placement, warnings)
+
+
+def test_placement_reaches_the_model() -> None:
+    deployment, problems = outcome(seed(
+        node_affinity({"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In",
+                                             "values": ["linux"]}]}),
+        ((*POD, "topologySpreadConstraints"), [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule",
+                                                "topologyKey": "kubernetes.io/hostname"}]),
+    ))
+    assert problems == []
+    assert deployment is not None
+    assert deployment.placement.node_selector.match_expressions == (
+        LabelRequirement(key="os", operator=Operator.IN, values=("linux",)),)
+    assert deployment.placement.spread == (
+        SpreadConstraint(scope=Scope.NODE, max_skew=1, required=True),)
+
+
+# -- rollout: strategy ---------------------------------------------------------------
+
+ROLLOUT_CASES = [
+    pytest.param(3, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1,
+                                                                "maxUnavailable": 0}},
+                 {"maxSurge": 1, "maxUnavailable": 0}, id="integers"),
+    pytest.param(10, {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                 {"maxSurge": 3, "maxUnavailable": 2}, id="percent-surge-up-unavailable-down"),
+    pytest.param(3, {"rollingUpdate": {"maxUnavailable": "50%"}},
+                 {"maxSurge": 1, "maxUnavailable": 1}, id="missing-bound-is-25-percent"),
+    pytest.param(3, {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": "10%"}},
+                 {"maxSurge": 0, "maxUnavailable": 1}, id="both-round-to-0-unavailable-is-1"),
+    pytest.param(None, {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0}},
+                 {"maxSurge": 1, "maxUnavailable": 0}, id="replicas-default-to-1"),
+    pytest.param(3, {"type": "Recreate"},
+                 {"parallelism": 3, "maxSurge": 0, "maxUnavailable": 3}, id="recreate"),
+    pytest.param(0, {"type": "Recreate"},
+                 {"parallelism": 1, "maxSurge": 0, "maxUnavailable": 1}, id="recreate-0"),
+    pytest.param(3, {"type": "RollingUpdate"}, None, id="no-bounds-keep-edgefed-defaults"),
+    pytest.param(3, {}, None, id="empty"),
+]
+
+
+@pytest.mark.parametrize(("replicas", "strategy", "rollout"), ROLLOUT_CASES)
+def test_rollout_translation(replicas: int | None, strategy: dict[str, Any],
+                             rollout: dict[str, Any] | None) -> None:
+    doc = seed((("spec", "strategy"), strategy), (("spec", "replicas"), replicas))
+    problems = Problems()
+    assert translate_deployment(copy.deepcopy(doc), problems)["spec"].get("rollout") == rollout
+    assert problems.items == []
+    deployment, loaded = outcome(doc)
+    assert loaded == []
+    assert deployment is not None and deployment.rollout == Rollout(
+        parallelism=(rollout or {}).get("parallelism", 1),
+        max_surge=(rollout or {}).get("maxSurge", 0),
+        max_unavailable=(rollout or {}).get("maxUnavailable", 1))
+
+
+# -- scheduling and rollout: what is refused -----------------------------------------
+
+STRATEGY = ("spec", "strategy")
+SPREAD = (*POD, "topologySpreadConstraints")
+SCHEDULING_ERRORS = [
+    pytest.param([(STRATEGY, {"type": "BlueGreen"})],
+                 ["error spec.strategy.type: found 'BlueGreen', expected RollingUpdate or "
+                  "Recreate"], id="strategy-type"),
+    pytest.param([(STRATEGY, {"type": "Recreate", "rollingUpdate": {"maxSurge": 1}})],
+                 ["error spec.strategy.rollingUpdate: may not be given when type is Recreate "
+                  "(as in Kubernetes)"], id="recreate-with-rolling-update"),
+    pytest.param([(STRATEGY, {"rollingUpdate": {"maxSurge": "one", "maxUnavailable": "150%"}})],
+                 ["error spec.strategy.rollingUpdate.maxSurge: expected an integer or a "
+                  "percentage like 25%, found 'one'",
+                  "error spec.strategy.rollingUpdate.maxUnavailable: '150%' is more than 100%"],
+                 id="rolling-update-values"),
+    pytest.param([(STRATEGY, {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}})],
+                 ["error spec.strategy.rollingUpdate.maxUnavailable: may not be 0 when maxSurge "
+                  "is 0 (as in Kubernetes)"], id="both-zero"),
+    pytest.param([(STRATEGY, {"rollingUpdate": {"maxSurge": -1}})],
+                 ["error spec.strategy.rollingUpdate.maxSurge: -1 is out of range (expected 0 "
+                  "to 1000)"], id="negative-judged-by-the-model"),
+    pytest.param([node_affinity()],
+                 [f"error {NODE_TERMS}: expected a list of at least one term, found an empty "
+                  "list"], id="no-terms"),
+    pytest.param([node_affinity({})],
+                 [f"error {NODE_TERMS}[0]: an empty term matches no node (as in Kubernetes)"],
+                 id="empty-term"),
+    pytest.param([node_affinity({"matchFields": [{"key": "spec.unschedulable",
+                                                  "operator": "In", "values": ["x"]}]})],
+                 [f"error {NODE_TERMS}[0].matchFields[0].key: found 'spec.unschedulable', "
+                  "expected metadata.name (the only field Kubernetes selects nodes by)"],
+                 id="match-fields-key"),
+    pytest.param([node_affinity({"matchExpressions": [{"key": "a", "operator": "Near"}]})],
+                 [f"error {NODE_TERMS}[0].matchExpressions[0].operator: found 'Near', expected "
+                  "one of In, NotIn, Exists, DoesNotExist, Gt, Lt"],
+                 id="operator-judged-by-the-model"),
+    pytest.param([(AFFINITY, {"podAntiAffinity": {PREFERRED: [
+        {"podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                             "labelSelector": {}}},
+        {"weight": 0, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                          "labelSelector": {}}}]}})],
+                 [f"error spec.template.spec.affinity.podAntiAffinity.{PREFERRED}[0].weight: is "
+                  "required (expected 1 to 100)",
+                  f"error spec.template.spec.affinity.podAntiAffinity.{PREFERRED}[1].weight: 0 "
+                  "is out of range (expected 1 to 100)"], id="weights"),
+    pytest.param([(AFFINITY, {"podAffinity": {REQUIRED: [{"labelSelector": {}}]}})],
+                 [f"error spec.template.spec.affinity.podAffinity.{REQUIRED}[0].topologyKey: is "
+                  "required (expected a node label like kubernetes.io/hostname)"],
+                 id="topology-key-missing"),
+    pytest.param([(SPREAD, [{"topologyKey": "kubernetes.io/hostname"},
+                            {"maxSkew": 1, "whenUnsatisfiable": "Maybe",
+                             "topologyKey": "kubernetes.io/hostname"}])],
+                 ["error spec.template.spec.topologySpreadConstraints[0].whenUnsatisfiable: is "
+                  "required (expected DoNotSchedule or ScheduleAnyway)",
+                  "error spec.template.spec.topologySpreadConstraints[0].maxSkew: is required "
+                  "(expected an integer of at least 1)",
+                  "error spec.template.spec.topologySpreadConstraints[1].whenUnsatisfiable: "
+                  "found 'Maybe', expected DoNotSchedule or ScheduleAnyway"], id="spread-fields"),
+    pytest.param([(SPREAD, [{"maxSkew": 0, "whenUnsatisfiable": "DoNotSchedule",
+                             "topologyKey": "kubernetes.io/hostname"}])],
+                 ["error spec.template.spec.topologySpreadConstraints[0].maxSkew: 0 is out of "
+                  "range (expected 1 to 1000)"], id="max-skew-judged-by-the-model"),
+    pytest.param([((*POD, "tolerations"), [{"key": "a", "operator": "Maybe"}, "a"])],
+                 ["error spec.template.spec.tolerations[0].operator: found 'Maybe', expected "
+                  "one of Equal, Exists",
+                  "error spec.template.spec.tolerations[1]: expected a mapping, found a string"],
+                 id="tolerations-judged-by-the-model"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), SCHEDULING_ERRORS)
+def test_scheduling_refused(changes: list[tuple[tuple[Any, ...], Any]],
+                            expected: list[str]) -> None:
+    deployment, problems = outcome(seed(*changes))
+    assert deployment is None
+    assert problems == expected
+
+
+def test_scheduling_warnings_carry_positions() -> None:
+    text = SEED.replace("      containers:\n", textwrap.indent(textwrap.dedent("""\
+        affinity:
+          nodeAffinity:
+            requiredDuringSchedulingIgnoredDuringExecution:
+              nodeSelectorTerms:
+              - matchExpressions: [{key: a, operator: Exists}]
+              - matchExpressions: [{key: b, operator: Exists}]
+        containers:
+        """), "      "))
+    assert [str(w) for w in load_text(text, filename="k.yaml").warnings] == [
+        f"k.yaml:18:13: warning: {NODE_TERMS}: has 2 terms, which Kubernetes ORs; edgefed "
+        "cannot express OR yet, so only the first term is used (placement is narrower than "
+        "written)"]
+
+
+# -- fuzzing: anything in the scheduling and strategy fields, only PolicyError out ----
+
+SCALARS = (st.none() | st.booleans() | st.integers(-3, 1200) | st.floats() | st.text(max_size=10)
+           | st.sampled_from(["", "25%", "150%", "0%", "Recreate", "RollingUpdate", "In", "Gt",
+                              "Exists", "Equal", "NoSchedule", "DoNotSchedule", "ScheduleAnyway",
+                              "kubernetes.io/hostname", "topology.kubernetes.io/zone",
+                              "metadata.name", "app", "myapp"]))
+KEYS = st.text(max_size=8) | st.sampled_from([
+    "nodeAffinity", "podAffinity", "podAntiAffinity", REQUIRED, PREFERRED, "nodeSelectorTerms",
+    "matchExpressions", "matchFields", "matchLabels", "key", "operator", "values", "weight",
+    "podAffinityTerm", "labelSelector", "topologyKey", "namespaces", "maxSkew",
+    "whenUnsatisfiable", "value", "effect", "tolerationSeconds", "type", "rollingUpdate",
+    "maxSurge", "maxUnavailable"])
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(KEYS, inner, max_size=4), max_leaves=25)
+FIELDS = st.sampled_from([(*POD, "affinity"), (*POD, "tolerations"), (*POD, "nodeSelector"),
+                          (*POD, "topologySpreadConstraints"), ("spec", "strategy"),
+                          ("spec", "replicas")])
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=2),
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(FIELDS, VALUES), max_size=4))
+def test_fuzz_scheduling_fields(changes: list[tuple[tuple[str, ...], Any]]) -> None:
+    doc = seed(*((path, value) for path, value in changes if value is not None))
+    try:
+        load_text(yaml.safe_dump(doc))
+    except PolicyError as exc:
+        assert any(not p.warning for p in exc.problems)

@@ -14,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies.checks import deployment_problems
 from policies.errors import PolicyError
 from policies.loader import (
     MAX_ALIASES,
@@ -25,9 +26,11 @@ from policies.loader import (
     load_path,
     load_text,
 )
-from policies.model import Deployment
+from policies.merge import effective_deployment
+from policies.model import Deployment, PlacementPolicy
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
+SUPPORTED = "edgefed.io/v1 Deployment, edgefed.io/v1 PlacementPolicy and apps/v1 Deployment"
 
 NATIVE = """\
 apiVersion: edgefed.io/v1
@@ -103,21 +106,21 @@ ERROR_CASES = [
           name: web
         """), [
         "web.yaml:2:1: error: kind: unknown kind 'Service' (apiVersion v1): "
-        "supported are edgefed.io/v1 Deployment and apps/v1 Deployment",
+        f"supported are {SUPPORTED}",
     ], id="unknown-kind"),
     pytest.param(doc("""\
         apiVersion: extensions/v1beta1
         kind: Deployment
         """), [
         "web.yaml:1:1: error: apiVersion: unknown apiVersion 'extensions/v1beta1' for kind "
-        "'Deployment': supported are edgefed.io/v1 Deployment and apps/v1 Deployment",
+        f"'Deployment': supported are {SUPPORTED}",
     ], id="unknown-api-version"),
     pytest.param(doc("""\
         apiVersion: edgefed.io/v1
         metadata: {name: web}
         """), [
         "web.yaml:1:1: error: kind: is required "
-        "(supported are edgefed.io/v1 Deployment and apps/v1 Deployment)",
+        f"(supported are {SUPPORTED})",
     ], id="missing-kind"),
     pytest.param(doc("""\
         - apiVersion: edgefed.io/v1
@@ -172,9 +175,10 @@ ERROR_CASES = [
             imagePullPolicy: Always
         """), [
         "web.yaml:6:3: error: spec.replica: unknown field "
-        "(expected one of: container, placement, replicas, restartPolicy)",
+        "(expected one of: container, failover, placement, replicas, restartPolicy, rollout)",
         "web.yaml:9:5: error: spec.container.imagePullPolicy: unknown field "
-        "(expected one of: args, command, env, image, ports, resources)",
+        "(expected one of: args, command, dataSets, env, healthCheck, image, ports, "
+        "resources, security, volumes)",
     ], id="unknown-fields"),
     pytest.param(doc("""\
         apiVersion: edgefed.io/v1
@@ -353,6 +357,91 @@ def test_exact_problems(text: str, expected: list[str]) -> None:
     assert problems(text) == expected
 
 
+NEW_FIELD_CASES = [
+    pytest.param(doc("""\
+        apiVersion: edgefed.io/v1
+        kind: PlacementPolicy
+        metadata:
+          name: eu
+        spec:
+          priority: high
+          placement:
+            residency: {countries: [DE]}
+          failover:
+            grace: 30 seconds
+        """), [
+        "web.yaml:5:1: error: spec.selector: is required (expected a mapping)",
+        "web.yaml:6:3: error: spec.priority: expected an integer, found a string 'high'",
+        "web.yaml:8:29: error: spec.placement.residency.countries[0]: 'DE' is not a country "
+        "code (expected two lowercase letters like de)",
+        "web.yaml:10:5: error: spec.failover.grace: '30 seconds' is not a duration (expected "
+        "like 500ms, 10s, 5m or 1h)",
+    ], id="policy-structure"),
+    pytest.param(NATIVE + textwrap.indent(doc("""\
+        placement:
+          siteSelector:
+            matchLabels: {country: us}
+          residency:
+            countries: [de, fr]
+          split:
+          - {sites: {matchLabels: {tier: edge}}, weight: 70}
+          - {sites: {matchLabels: {tier: cloud}}, weight: 20}
+        failover: {singleton: true}
+        """), "  "), [
+        "web.yaml:6:3: error: spec.replicas: found 2, expected 1: a singleton has exactly one "
+        "replica",
+        "web.yaml:13:7: error: spec.placement.residency.countries: allows only de, fr, but "
+        "siteSelector requires country=us: nothing can be placed",
+        "web.yaml:14:5: error: spec.placement.split: weights add up to 90, expected 100",
+    ], id="semantic"),
+    pytest.param(NATIVE + "  rollout: {healthGated: true, maxUnavailable: 0}\n", [
+        "web.yaml:9:13: warning: spec.rollout.healthGated: there is no health check to wait "
+        "for (expected spec.container.healthCheck); batches wait only for their instances to "
+        "start",
+        "web.yaml:9:32: error: spec.rollout.maxUnavailable: found 0 with maxSurge 0, expected "
+        "at least 1: a rollout could never replace an instance",
+    ], id="semantic-warning-and-error"),
+    pytest.param(doc("""\
+        apiVersion: edgefed.io/v1
+        kind: PlacementPolicy
+        metadata: {name: eu}
+        spec: {selector: {}, priority: 1}
+        ---
+        apiVersion: edgefed.io/v1
+        kind: PlacementPolicy
+        metadata: {name: eu}
+        spec: {selector: {}, failover: {grace: 1m}}
+        """), [
+        "web.yaml:4:1: warning: spec: sets no placement or failover field, so it changes "
+        "nothing",
+        "web.yaml:8:12: error: metadata.name: placement policy 'eu' is already defined at "
+        "web.yaml:3",
+    ], id="duplicate-policy"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NEW_FIELD_CASES)
+def test_exact_problems_of_new_fields(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+def test_a_policy_and_a_deployment_may_share_a_name() -> None:
+    policy = "apiVersion: edgefed.io/v1\nkind: PlacementPolicy\nmetadata: {name: web}\n" \
+             "spec: {selector: {}, placement: {maxPerNode: 1}}\n"
+    result = load_text(NATIVE + "---\n" + policy)
+    assert ([d.name for d in result.deployments], [p.name for p in result.policies]) == (
+        ["web"], ["web"])
+
+
+def test_warnings_come_with_the_result() -> None:
+    result = load_text(NATIVE + "  rollout: {healthGated: true}\n", filename="web.yaml")
+    assert [str(w) for w in result.warnings] == [
+        "web.yaml:9:13: warning: spec.rollout.healthGated: there is no health check to wait "
+        "for (expected spec.container.healthCheck); batches wait only for their instances to "
+        "start"]
+    assert result.deployments[0].rollout.health_gated
+
+
 def test_problems_carry_file_line_column_and_path() -> None:
     with pytest.raises(PolicyError) as caught:
         load_text(NATIVE.replace("replicas: 2", "replicas: -1"), filename="web.yaml")
@@ -371,11 +460,11 @@ def test_billion_laughs_is_refused_quickly() -> None:
 
 
 def test_error_lists_warnings_too_in_file_order() -> None:
-    text = KUBERNETES.replace("  template:\n", "  strategy: {type: Recreate}\n  template:\n") \
+    text = KUBERNETES.replace("  template:\n", "  minReadySeconds: 5\n  template:\n") \
         .replace("image: edgefed/tiny:latest", "image: edgefed/tiny:latest\n        tty: true"
                  "\n        resources: {requests: {cpu: many}}")
     assert problems(text) == [
-        "web.yaml:6:3: warning: spec.strategy: has no edgefed equivalent yet; ignored",
+        "web.yaml:6:3: warning: spec.minReadySeconds: has no edgefed equivalent yet; ignored",
         "web.yaml:12:9: warning: spec.template.spec.containers[0].tty: has no edgefed "
         "equivalent yet; ignored",
         "web.yaml:13:32: error: spec.template.spec.containers[0].resources.requests.cpu: "
@@ -477,9 +566,31 @@ def test_every_example_loads_without_warnings(example: Path) -> None:
     assert result.warnings == ()
 
 
-def test_examples_directory_loads() -> None:
-    names = [d.name for d in load_path(EXAMPLES).deployments]
-    assert "myapp" in names and "web" in names
+def test_examples_directory_loads(tmp_path: Path) -> None:
+    # The two seeds are one app in two formats, so both are named myapp: one is enough.
+    for example in EXAMPLES.glob("*.yaml"):
+        if example.name != "seed-compose.yaml":
+            (tmp_path / example.name).write_bytes(example.read_bytes())
+    result = load_path(tmp_path)
+    names = [d.name for d in result.deployments]
+    assert "myapp" in names and "web" in names and "inference" in names
+    assert [p.name for p in result.policies] == ["eu-personal-data"]
+    assert result.warnings == ()
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.y*ml")), ids=lambda p: p.name)
+def test_every_example_says_what_it_shows_on_its_first_line(example: Path) -> None:
+    assert example.read_text().startswith("# ")
+
+
+def test_the_residency_example_binds_its_policy() -> None:
+    result = load_file(EXAMPLES / "eu-data-residency.yaml")
+    [deployment], [policy] = result.deployments, result.policies
+    merged, names = effective_deployment(deployment, result.policies)
+    assert names == [policy.name]
+    assert merged.placement.residency == policy.placement.residency
+    assert merged.failover.grace == timedelta(seconds=10)  # the deployment's own value
+    assert deployment_problems(merged) == []
 
 
 def test_load_result_is_frozen() -> None:
@@ -512,8 +623,12 @@ def assert_only_policy_errors(text: str) -> None:
         assert exc.problems
         assert all(p.file == "<input>" for p in exc.problems)
         assert any(not p.warning for p in exc.problems)
+        # The schema and the reader never both report one field.
+        places = [(p.line, p.column, p.path) for p in exc.problems if p.path]
+        assert len(places) == len(set(places)), [str(p) for p in exc.problems]
     else:
         assert all(isinstance(d, Deployment) for d in result.deployments)
+        assert all(isinstance(p, PlacementPolicy) for p in result.policies)
     assert time.perf_counter() - start < 1
 
 
@@ -531,13 +646,19 @@ def test_fuzz_yaml_shaped_text(text: str) -> None:
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
            | st.sampled_from(["", "0", "-1", "100m", "64Mi", "In", "Always", "TCP", "apps/v1",
-                              "edgefed.io/v1", "Deployment", "9" * 400, "1e400"]))
+                              "edgefed.io/v1", "Deployment", "9" * 400, "1e400",
+                              "PlacementPolicy", "10s", "500ms", "1h30m", "two-phase", "site",
+                              "keep-original", "de", "/data", "nvidia.com/gpu", "ALL"]))
 KEYS = st.text(max_size=12) | st.sampled_from([
     "apiVersion", "kind", "metadata", "name", "labels", "spec", "replicas", "container",
     "containers", "template", "image", "ports", "containerPort", "hostPort", "protocol", "env",
     "value", "valueFrom", "resources", "requests", "limits", "cpu", "memory", "placement",
     "nodeSelector", "matchLabels", "matchExpressions", "key", "operator", "values", "weights",
-    "selector", "restartPolicy", "command", "args"])
+    "selector", "restartPolicy", "command", "args", "priority", "healthCheck", "httpGet",
+    "tcpSocket", "interval", "volumes", "dataSets", "security", "capabilities", "devices",
+    "affinity", "antiAffinity", "scope", "required", "weight", "spread", "maxSkew", "split",
+    "sites", "users", "share", "maxRtt", "residency", "countries", "tolerations", "rollout",
+    "maxSurge", "maxUnavailable", "healthGated", "failover", "grace", "singleton"])
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(KEYS, inner, max_size=5), max_leaves=40)
 
@@ -612,13 +733,54 @@ RICH_NATIVE = yaml.safe_load(doc("""\
     """))
 
 
-@pytest.mark.parametrize("base", [RICH_NATIVE, RICH_KUBERNETES], ids=["native", "kubernetes"])
+# Every field of the native format, and a placement policy.
+FULL_NATIVE = yaml.safe_load((EXAMPLES / "gpu-inference-edge.yaml").read_text())
+FULL_NATIVE["spec"]["placement"].update(yaml.safe_load(doc("""\
+    strategy: least-load
+    antiAffinity: [{selector: {matchLabels: {app: inference}}, scope: node, required: true}]
+    spread: [{scope: site, maxSkew: 1}]
+    maxPerNode: 1
+    maxPerSite: 2
+    split: [{sites: {matchLabels: {zone: a}}, weight: 70}, {sites: {}, weight: 30}]
+    users: [{name: eu, site: berlin, share: 0.7, maxRtt: 30ms},
+            {name: us, landmark: probe, share: 0.3}]
+    residency: {countries: [de, fr], regions: [eu-central]}
+    weights: {least-allocated: 1, spread-sites: 2}
+    """)))
+FULL_NATIVE["spec"]["failover"] = {"grace": "10s", "disconnectTolerance": "0s",
+                                   "onReconnect": "keep-replacement", "singleton": False}
+POLICY = yaml.safe_load(doc("""\
+    apiVersion: edgefed.io/v1
+    kind: PlacementPolicy
+    metadata: {name: eu}
+    spec:
+      selector: {matchLabels: {data: personal}}
+      priority: 10
+      placement:
+        residency: {regions: [eu-central]}
+        tolerations: [{key: dedicated, operator: Exists}]
+      failover: {grace: 30s, onReconnect: keep-original}
+    """))
+
+
+@pytest.mark.parametrize("base", [RICH_NATIVE, RICH_KUBERNETES, FULL_NATIVE],
+                         ids=["native", "kubernetes", "full-native"])
 def test_rich_documents_load(base: dict[str, Any]) -> None:
-    assert len(load_text(yaml.safe_dump(base)).deployments) == 1
+    result = load_text(yaml.safe_dump(base))
+    assert len(result.deployments) == 1
+    if base is not RICH_KUBERNETES:  # that one has fields without an equivalent, warned about
+        assert result.warnings == ()
+
+
+def test_policy_document_loads() -> None:
+    result = load_text(yaml.safe_dump(POLICY))
+    assert [p.name for p in result.policies] == ["eu"]
+    assert (result.deployments, result.warnings) == ((), ())
 
 
 @FAST
-@given(base=st.sampled_from([RICH_NATIVE, RICH_KUBERNETES]), data=st.data())
+@given(base=st.sampled_from([RICH_NATIVE, RICH_KUBERNETES, FULL_NATIVE, POLICY]),
+       data=st.data())
 def test_fuzz_valid_documents_with_one_part_replaced(base: dict[str, Any],
                                                      data: st.DataObject) -> None:
     path = data.draw(st.sampled_from(paths_in(base)))
