@@ -446,16 +446,28 @@ def _get(args: argparse.Namespace) -> int:
     return OK
 
 
+def _fetch_deployment(args: argparse.Namespace) -> Any:
+    """GET one deployment; a missing one is a clean error, not a traceback."""
+    try:
+        return _client(args).get(f"/api/v1/deployments/{quote(args.name)}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise _NotFound(f"deployment {args.name} not found") from None
+        raise
+
+
+class _NotFound(Exception):
+    pass
+
+
 def _get_document(args: argparse.Namespace) -> int:
     """The deployment's own native document: `edgefed apply -f` of it changes nothing."""
     from federation.output import render_data
 
     try:
-        resp = _client(args).get(f"/api/v1/deployments/{quote(args.name)}")
-    except ApiError as exc:
-        if exc.status == 404:
-            return _fail(f"deployment {args.name} not found")
-        raise
+        resp = _fetch_deployment(args)
+    except _NotFound as exc:
+        return _fail(str(exc))
     document = resp.get("document") if isinstance(resp, dict) else None
     if not isinstance(document, dict):
         return _fail(f"unexpected answer to GET /api/v1/deployments/{args.name}: no document")
@@ -467,11 +479,9 @@ def _describe(args: argparse.Namespace) -> int:
     from federation.output import describe_deployment, render_data
 
     try:
-        resp = _client(args).get(f"/api/v1/deployments/{quote(args.name)}")
-    except ApiError as exc:
-        if exc.status == 404:
-            return _fail(f"deployment {args.name} not found")
-        raise
+        resp = _fetch_deployment(args)
+    except _NotFound as exc:
+        return _fail(str(exc))
     if args.output:
         sys.stdout.write(render_data(resp, args.output))
     else:
