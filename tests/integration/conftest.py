@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,6 +26,8 @@ def _image_present(ref: str) -> bool:
 def tiny_image() -> str:
     """The busybox test image (also tagged myapp:latest), built once if absent."""
     if not docker_available():
+        if os.environ.get("EDGEFED_REQUIRE_DOCKER") == "1":
+            pytest.fail("EDGEFED_REQUIRE_DOCKER=1 but no Docker engine answers")
         pytest.skip("no Docker engine answers on this machine")
     # xdist workers share the engine: one builds while the others wait.
     lock_path = Path(tempfile.gettempdir()) / "edgefed-tiny-image.lock"
