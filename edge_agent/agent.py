@@ -30,6 +30,7 @@ log = logging.getLogger("edgefed.agent")
 VERSION = "0.1.0"
 RESTART_BACKOFF_MAX = 60.0
 SUPERVISE_CONCURRENCY = 4  # runtime calls in flight at once during one supervise pass
+OFFLINE_NOTICE_AFTER = 3.0  # a broker blip shorter than this is not worth a warning
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Agent:
             asyncio.create_task(self._handle_messages(), name="commands"),
             asyncio.create_task(self._supervise_loop(), name="supervise"),
             asyncio.create_task(self._report_loop(), name="report"),
+            asyncio.create_task(self._watch_broker(), name="broker watch"),
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -147,6 +149,21 @@ class Agent:
         self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.PRESENCE),
                          self._presence(wire.PresenceState.ONLINE), retain=True)
         self.changed.set()
+
+    async def _watch_broker(self) -> None:
+        """Tell the operator, once per outage, that this node now runs on its own.
+        Nothing waits for the broker but reporting: supervision works from local state."""
+        assert self.bus is not None
+        while True:
+            await self.bus.offline.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.bus.connected.wait(), timeout=OFFLINE_NOTICE_AFTER)
+            if self.bus.connected.is_set():
+                continue
+            wanted = sum(1 for s in self.slots.values() if s.want is Want.RUN)
+            log.warning("broker unreachable, running %d instance(s) from local state", wanted)
+            await self.bus.connected.wait()
+            log.info("broker reachable again; reporting what ran meanwhile")
 
     # -- commands --------------------------------------------------------------
 
@@ -284,6 +301,11 @@ class Agent:
         if now < backoff.not_before:
             return
         if inst is not None:
+            # Report how it ended before replacing it, so the controller sees every restart;
+            # offline, the QoS 1 publish waits in paho's queue until the next connect.
+            if self.reported.get((inst.deployment, inst.slot, inst.generation)) != (
+                    inst.state.value, inst.exit_code):
+                self._publish_instance(inst, inst.state, inst.reason)
             with contextlib.suppress(InstanceNotFound):
                 await self.runtime.stop(inst.runtime_id, grace=0)
             backoff.count += 1

@@ -26,7 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from tenacity import (
     AsyncRetrying,
-    before_sleep_log,
+    RetryCallState,
     retry_if_exception_type,
     wait_random_exponential,
 )
@@ -95,11 +95,12 @@ class Will:
     payload: bytes
 
 
-def _map_error(exc: BaseException) -> BusError:
+def _map_error(exc: BaseException, broker: Broker | None = None) -> BusError:
     """The one place paho and socket errors become ours."""
     if isinstance(exc, BusError):
         return exc
-    return BrokerUnavailable(f"{type(exc).__name__}: {exc}")
+    where = f"{broker}: " if broker is not None else ""
+    return BrokerUnavailable(f"{where}{type(exc).__name__}: {exc}")
 
 
 class Bus:
@@ -127,6 +128,10 @@ class Bus:
         self.broker: Broker | None = None
         self.connects = 0
         self.lost = asyncio.Event()  # set while disconnected (after a first connect)
+        # Set whenever there is no connection, before the first one too: lets a caller
+        # wait for an outage (``connected`` only lets it wait for its end).
+        self.offline = asyncio.Event()
+        self.offline.set()
         self._loop = asyncio.get_running_loop()
         self._misc: asyncio.Task[None] | None = None
         self._closing = False
@@ -191,6 +196,7 @@ class Bus:
     def _on_disconnect(self, _c: object, _u: object, _f: object, reason: object, _p: object) -> None:
         def lost() -> None:
             self.connected.clear()
+            self.offline.set()
             self.lost.set()
             if self._connack is not None and not self._connack.done():
                 self._connack.set_exception(BrokerUnavailable(f"disconnected: {reason}"))
@@ -218,7 +224,7 @@ class Bus:
             # The TCP connect blocks (DNS, SYN); keep it off the event loop.
             await asyncio.to_thread(self._client.connect, broker.host, broker.port, self.keepalive)
         except (OSError, paho.WebsocketConnectionError, ValueError) as exc:
-            raise _map_error(exc) from exc
+            raise _map_error(exc, broker) from exc
         if self._misc is None:
             self._misc = asyncio.create_task(self._misc_loop())
         try:
@@ -230,6 +236,7 @@ class Bus:
             self._client.subscribe(topic, qos)
         self.broker = broker
         self.connects += 1
+        self.offline.clear()
         self.connected.set()
 
     async def run(self, on_connect: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -239,7 +246,7 @@ class Bus:
             async for retry in AsyncRetrying(
                 retry=retry_if_exception_type(BrokerUnavailable),
                 wait=wait_random_exponential(multiplier=0.2, max=self.max_backoff),
-                before_sleep=before_sleep_log(log, logging.WARNING),
+                before_sleep=self._log_retry,
                 reraise=True,
             ):
                 with retry:
@@ -252,6 +259,15 @@ class Bus:
             await self.lost.wait()
             if not self._closing:
                 log.warning("lost connection to %s; reconnecting", self.broker)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        # The first failure of an outage is a warning; the retries after it (an edge
+        # site may be cut off for hours) are routine.
+        outcome = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.log(logging.WARNING if state.attempt_number == 1 else logging.INFO,
+                "broker unreachable (%s); attempt %d failed, next in %.1f s",
+                outcome, state.attempt_number, wait)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a message. QoS 1 messages queued while disconnected go out on reconnect."""
@@ -273,6 +289,7 @@ class Bus:
             while not info.is_published() and self._loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         self._client.disconnect()
+        self.offline.set()
         self.lost.set()
         if self._misc is not None:
             self._misc.cancel()

@@ -263,8 +263,12 @@ class Controller:
                 self.pass_once(time.time())
             except Exception:  # one bad pass must not stop the controller
                 log.exception("reconcile pass failed")
+            # Tick at the next liveness deadline if it comes before TICK, so that
+            # Suspect and Lost are noticed when due, not up to a period later.
+            due = self.inventory.next_change()
+            timeout = TICK if due is None else min(TICK, max(0.01, due - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=TICK)
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
             self.wake.clear()
 
     def pass_once(self, now: float) -> None:

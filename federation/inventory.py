@@ -2,8 +2,11 @@
 
 Pure: fed with decoded presence and capacity messages plus ``now``; never
 reads the clock. A node moves Ready -> Suspect -> Lost when its agent says it
-is offline (Last Will) or its heartbeats stop, and back to Ready only on a
-fresh capacity report after it is online again.
+is offline (Last Will) or its heartbeats stop, and back to Ready on a fresh
+capacity report after it is online again. A node back from Lost first stays
+Suspect for ``Liveness.ready_after_reports`` consecutive reports (hysteresis), so
+a flapping link neither takes work back nor causes a reschedule storm; meanwhile
+the controller stops its superseded instances.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ class Liveness:
 
     heartbeat_misses: float = 3.0  # Suspect after this many capacity intervals without one
     lost_after: float = 10.0  # seconds in Suspect before Lost
+    # A node back from Lost is Ready only after this many consecutive capacity reports
+    # (an offline presence starts the count again); 1 makes it Ready on the first.
+    ready_after_reports: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +49,7 @@ class Node:
     last_seen: float  # controller time of the last message from the node
     capacity: Capacity | None = None
     reason: str = ""  # why the node is in its state
+    returning: int = 0  # capacity reports since it came back from Lost, while Suspect
 
     @property
     def labels(self) -> dict[str, str]:
@@ -86,6 +93,11 @@ class Inventory:
                         reason="waiting for the first capacity report")
         else:
             node = replace(old, site=site, epoch=epoch, online=online, last_seen=now)
+            if not online and old.returning:
+                # Back from Lost and gone again before it counted as Ready: its work has
+                # moved already, so it is Lost again and a later return counts anew.
+                node = replace(node, state=NodeState.LOST, state_since=now, returning=0,
+                               reason="agent went offline again while back from Lost")
             if not online and old.state is NodeState.READY:
                 node = replace(node, state=NodeState.SUSPECT, state_since=now,
                                reason="agent went offline")
@@ -102,10 +114,26 @@ class Inventory:
             # A capacity report is a heartbeat; an offline node reporting again is online.
             node = replace(old, site=capacity.site, epoch=epoch, online=True, last_seen=now,
                            capacity=capacity)
-            if old.state is not NodeState.READY:
-                node = replace(node, state=NodeState.READY, state_since=now, reason="")
+            node = self._back(old, node, now)
         self.nodes[name] = node
         return node
+
+    def _back(self, old: Node, node: Node, now: float) -> Node:
+        """``node`` after a capacity report while in ``old``'s state."""
+        if old.state is NodeState.READY:
+            return node
+        needed = self.liveness.ready_after_reports
+        if old.state is NodeState.LOST or old.returning:
+            count = old.returning + 1
+            if count < needed:
+                # Still Suspect: it gets no new work, keeps none it lost, but is sent the
+                # stops for its superseded instances.
+                return replace(node, state=NodeState.SUSPECT,
+                               state_since=now if old.state is NodeState.LOST else old.state_since,
+                               returning=count,
+                               reason=f"back after Lost; Ready after {needed} consecutive "
+                               f"reports ({count} so far)")
+        return replace(node, state=NodeState.READY, state_since=now, reason="", returning=0)
 
     def tick(self, now: float) -> list[Node]:
         """Advance liveness to ``now``; return the nodes whose state changed."""
@@ -120,6 +148,10 @@ class Inventory:
     def _next(self, node: Node, now: float) -> Node:
         interval = node.capacity.interval if node.capacity else 5.0
         overdue = now - node.last_seen > interval * self.liveness.heartbeat_misses
+        if node.returning and overdue:
+            return replace(node, state=NodeState.LOST, state_since=now, returning=0,
+                           reason=f"no heartbeat for {now - node.last_seen:.1f} s while back "
+                           "from Lost")
         if node.state is NodeState.READY and (overdue or not node.online):
             why = "agent went offline" if not node.online else (
                 f"no heartbeat for {now - node.last_seen:.1f} s")
@@ -127,9 +159,25 @@ class Inventory:
         if node.state is NodeState.SUSPECT and node.capacity is not None and (
             not node.online or overdue
         ) and now - node.state_since >= self.liveness.lost_after:
-            return replace(node, state=NodeState.LOST, state_since=now,
+            return replace(node, state=NodeState.LOST, state_since=now, returning=0,
                            reason=f"{node.reason}; grace of {self.liveness.lost_after:g} s over")
         return node
+
+    def next_change(self) -> float | None:
+        """The earliest time at which ``tick`` may change a node's state without any
+        new message, or None. Lets the caller tick right at a deadline, so a grace
+        ends when it is over and not up to a loop period later."""
+        deadlines = []
+        for node in self.nodes.values():
+            interval = node.capacity.interval if node.capacity else 5.0
+            # tick tests `>` against the heartbeat deadline: a hair after it.
+            overdue_at = node.last_seen + interval * self.liveness.heartbeat_misses + 1e-3
+            if node.state is NodeState.READY or node.returning:
+                deadlines.append(overdue_at)
+            elif node.state is NodeState.SUSPECT and node.capacity is not None:
+                lost_at = node.state_since + self.liveness.lost_after
+                deadlines.append(max(lost_at, overdue_at) if node.online else lost_at)
+        return min(deadlines, default=None)
 
     def ready(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.state is NodeState.READY]

@@ -112,9 +112,78 @@ def test_capacity_report_returns_a_node_to_ready(lost: bool) -> None:
         assert state(inv)[0] is NodeState.LOST
     inv.observe_presence("n1", "boot-2", ONLINE, 20.0)
     assert state(inv)[0] is (NodeState.LOST if lost else NodeState.SUSPECT)
+    if lost:  # back from Lost: Ready on the second consecutive report (the default)
+        node = inv.observe_capacity("n1", "boot-2", capacity(), 20.5)
+        assert (node.state, node.returning) == (NodeState.SUSPECT, 1)
     node = inv.observe_capacity("n1", "boot-2", capacity(), 21.0)
-    assert (node.state, node.state_since, node.reason, node.online, node.epoch) == (
-        NodeState.READY, 21.0, "", True, "boot-2")
+    assert (node.state, node.state_since, node.reason, node.online, node.epoch,
+            node.returning) == (NodeState.READY, 21.0, "", True, "boot-2", 0)
+
+
+def lost_at_11() -> Inventory:
+    """n1 reported at 0 (interval 5), went offline at 1, was Lost at 11."""
+    inv = reported(0.0)
+    inv.observe_presence("n1", "boot-1", OFFLINE, 1.0)
+    inv.tick(11.0)
+    return inv
+
+
+# Steps after lost_at_11(): ("cap", t) a capacity report, ("off", t) an offline
+# presence, ("tick", t) a liveness tick. Expected: (state, state_since, reason) at the end.
+HYSTERESIS = [
+    pytest.param(1, [("cap", 20.0)], (NodeState.READY, 20.0, ""), id="one-report-needed"),
+    pytest.param(2, [("cap", 20.0)],
+                 (NodeState.SUSPECT, 20.0,
+                  "back after Lost; Ready after 2 consecutive reports (1 so far)"),
+                 id="first-report-holds"),
+    pytest.param(2, [("cap", 20.0), ("cap", 25.0)], (NodeState.READY, 25.0, ""),
+                 id="second-report-ready"),
+    pytest.param(3, [("cap", 20.0), ("cap", 25.0)],
+                 (NodeState.SUSPECT, 20.0,
+                  "back after Lost; Ready after 3 consecutive reports (2 so far)"),
+                 id="holds-since-the-first-report"),
+    pytest.param(3, [("cap", 20.0), ("cap", 25.0), ("tick", 29.0), ("cap", 30.0)],
+                 (NodeState.READY, 30.0, ""), id="ticks-in-time-keep-the-count"),
+    pytest.param(2, [("cap", 20.0), ("off", 21.0)],
+                 (NodeState.LOST, 21.0, "agent went offline again while back from Lost"),
+                 id="offline-during-hold-is-lost-again"),
+    pytest.param(2, [("cap", 20.0), ("off", 21.0), ("cap", 22.0)],
+                 (NodeState.SUSPECT, 22.0,
+                  "back after Lost; Ready after 2 consecutive reports (1 so far)"),
+                 id="count-starts-again-after-offline"),
+    pytest.param(2, [("cap", 20.0), ("tick", 35.0)],
+                 (NodeState.SUSPECT, 20.0,
+                  "back after Lost; Ready after 2 consecutive reports (1 so far)"),
+                 id="not-yet-overdue"),
+    pytest.param(2, [("cap", 20.0), ("tick", 35.1)],
+                 (NodeState.LOST, 35.1, "no heartbeat for 15.1 s while back from Lost"),
+                 id="missed-heartbeats-during-hold-is-lost-again"),
+    pytest.param(2, [("cap", 20.0), ("tick", 35.1), ("cap", 36.0), ("cap", 37.0)],
+                 (NodeState.READY, 37.0, ""), id="ready-after-a-fresh-run-of-reports"),
+]
+
+
+@pytest.mark.parametrize(("needed", "steps", "expected"), HYSTERESIS)
+def test_a_node_back_from_lost_is_ready_after_consecutive_reports(
+        needed: int, steps: list[tuple[str, float]],
+        expected: tuple[NodeState, float, str]) -> None:
+    inv = lost_at_11()
+    inv.liveness = Liveness(ready_after_reports=needed)
+    for op, at in steps:
+        if op == "cap":
+            inv.observe_capacity("n1", "boot-2", capacity(), at)
+        elif op == "off":
+            inv.observe_presence("n1", "boot-2", OFFLINE, at)
+        else:
+            inv.tick(at)
+    assert state(inv) == expected
+    assert (inv.nodes["n1"].returning == 0) == (expected[0] is not NodeState.SUSPECT)
+
+
+def test_a_suspect_node_never_lost_is_ready_on_its_first_report() -> None:
+    inv = reported(0.0)
+    inv.tick(16.0)
+    assert inv.observe_capacity("n1", "boot-1", capacity(), 17.0).state is NodeState.READY
 
 
 def test_online_presence_alone_does_not_make_a_node_ready() -> None:
@@ -197,3 +266,32 @@ def test_a_node_waiting_for_its_first_report_does_not_erase_site_labels() -> Non
     inv.observe_capacity("b1", "e", capacity(labels={"region": "eu"}), 0.0)
     inv.observe_presence("b2", "e", ONLINE, 1.0)
     assert inv.sites()[0].labels["region"] == "eu"
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    pytest.param([], 15.001, id="ready-heartbeat-deadline"),
+    pytest.param([("off", 1.0)], 11.0, id="offline-grace-from-suspect"),
+    pytest.param([("tick", 16.0)], 26.0, id="silent-grace-from-suspect"),
+    pytest.param([("on", 17.0)], 32.001, id="online-but-silent-waits-for-both"),
+    pytest.param([("off", 1.0), ("tick", 11.0)], None, id="lost-waits-for-messages"),
+    pytest.param([("off", 1.0), ("tick", 11.0), ("cap", 20.0)], 35.001,
+                 id="back-from-lost-heartbeat-deadline"),
+])
+def test_next_change_is_when_tick_would_act(steps: list[tuple[str, float]],
+                                            expected: float | None) -> None:
+    inv = reported(0.0)
+    for op, at in steps:
+        if op == "off":
+            inv.observe_presence("n1", "boot-1", OFFLINE, at)
+        elif op == "on":
+            inv.tick(16.0)
+            inv.observe_presence("n1", "boot-1", ONLINE, at)
+        elif op == "cap":
+            inv.observe_capacity("n1", "boot-1", capacity(), at)
+        else:
+            inv.tick(at)
+    due = inv.next_change()
+    assert due == (pytest.approx(expected) if expected is not None else None)
+    if due is not None:  # nothing changes just before it; something just after
+        assert Inventory(liveness=inv.liveness, nodes=dict(inv.nodes)).tick(due - 0.01) == []
+        assert inv.tick(due + 1e-6) != []
