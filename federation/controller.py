@@ -249,7 +249,11 @@ class Controller:
                        slots=dict(self.slots))
 
     def observed(self, now: float) -> Observed:
-        self.sent = {k: at for k, at in self.sent.items() if now - at < RESEND_AFTER}
+        # A command to a Lost node sits in its persistent session: remember it for the
+        # whole outage, so it is queued once, not every RESEND_AFTER.
+        lost = {n.name for n in self.inventory.nodes.values() if n.state is NodeState.LOST}
+        self.sent = {k: at for k, at in self.sent.items()
+                     if now - at < RESEND_AFTER or k[0] in lost}
         stale = [cid for cid, f in self.inflight.items() if now - f.sent_at > INFLIGHT_EXPIRY]
         for cid in stale:  # never answered (node gone?): stop tracking its latency
             del self.inflight[cid]

@@ -158,7 +158,11 @@ def _superseded(desired: Desired, observed: Observed, now: float) -> list[Action
         # The stop names the instance's own generation: the agent stops instances of
         # the slot at or below it and never a newer one it may already run.
         key: CommandKey = (node, Op.STOP, dep, index, inst.generation)
-        if observed.nodes.get(node) is not None and not _recently_sent(observed, key, now):
-            out.append(Stop(node=node, deployment=dep, index=index,
-                            generation=inst.generation, reason=why))
+        where = observed.nodes.get(node)
+        if where is None or _recently_sent(observed, key, now):
+            continue
+        if where.state is NodeState.LOST and key in observed.inflight:
+            continue  # queued in the lost node's session once; it gets it when it returns
+        out.append(Stop(node=node, deployment=dep, index=index,
+                        generation=inst.generation, reason=why))
     return out

@@ -280,6 +280,22 @@ SCENARIOS = [
         [Stop(node="n1", deployment="web", index=0, generation=2,
               reason="slot moved to n2 at generation 3")],
         id="stop-queued-for-a-lost-node"),
+    pytest.param(
+        desired(deployment(), slots=[slot(node="n2", generation=3)]),
+        observed(node("n1", NodeState.LOST), node("n2"),
+                 instances={("n1", "web", 0): instance(generation=2),
+                            ("n2", "web", 0): instance(generation=3)},
+                 inflight={stop_key("n1", generation=2): NOW - 600}),
+        [], id="stop-to-a-lost-node-queued-once-per-outage"),
+    pytest.param(
+        desired(deployment(), slots=[slot(node="n2", generation=3)]),
+        observed(node("n1"), node("n2"),
+                 instances={("n1", "web", 0): instance(generation=2),
+                            ("n2", "web", 0): instance(generation=3)},
+                 inflight={stop_key("n1", generation=2): NOW - 600}),
+        [Stop(node="n1", deployment="web", index=0, generation=2,
+              reason="slot moved to n2 at generation 3")],
+        id="stop-sent-again-once-the-node-is-back"),
 ]
 
 
