@@ -471,12 +471,17 @@ class _Service:
             self.origin((*_CONTAINER, "env"), path)
         return out
 
-    def ports(self, value: Any, path: FieldPath) -> list[Any]:
+    def listed(self, value: Any, path: FieldPath) -> list[Any]:
+        """A list field: absent is empty, anything else but a list is an error (and empty)."""
         if value is None:
             return []
         if not isinstance(value, list):
             self.p.error(path, f"expected a list, found {kind_of(value)}")
             return []
+        return value
+
+    def ports(self, value: Any, path: FieldPath) -> list[Any]:
+        value = self.listed(value, path)
         out: list[Any] = []
         for i, item in enumerate(value):
             ipath = (*path, i)
@@ -601,11 +606,7 @@ class _Service:
         return out
 
     def devices(self, value: Any, path: FieldPath) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, list):
-            self.p.error(path, f"expected a list, found {kind_of(value)}")
-            return {}
+        value = self.listed(value, path)
         gpus: int = 0
         for i, item in enumerate(value):
             ipath = (*path, i)
@@ -687,11 +688,7 @@ class _Service:
 
     def volumes(self, value: Any, path: FieldPath) -> list[dict[str, Any]]:
         """Host paths only; each gets a name from its place in the list."""
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.p.error(path, f"expected a list, found {kind_of(value)}")
-            return []
+        value = self.listed(value, path)
         out: list[dict[str, Any]] = []
         for i, item in enumerate(value):
             ipath = (*path, i)
@@ -780,10 +777,8 @@ class _Service:
     def constraints(self, value: Any, path: FieldPath) -> dict[str, Any]:
         """``node.labels.K`` and the attributes of :data:`_NODE_ATTRIBUTES` with
         ``==`` (a required label) or ``!=`` (NotIn); other attributes warn."""
-        if value is None:
-            return {}
-        if not isinstance(value, list):
-            self.p.error(path, f"expected a list, found {kind_of(value)}")
+        value = self.listed(value, path)
+        if not value:
             return {}
         native: FieldPath = ("spec", "placement", "nodeSelector")
         self.origin(native, path)
@@ -826,11 +821,7 @@ class _Service:
         return out
 
     def preferences(self, value: Any, path: FieldPath) -> list[dict[str, Any]]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.p.error(path, f"expected a list, found {kind_of(value)}")
-            return []
+        value = self.listed(value, path)
         out: list[dict[str, Any]] = []
         for i, item in enumerate(value):
             ipath = (*path, i)
