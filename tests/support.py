@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -39,3 +40,15 @@ def edgefed(*args: str, server: str, check: bool = True, timeout: float = 30,
 
 def get_json(kind: str, server: str) -> Any:
     return json.loads(edgefed("get", kind, "-o", "json", server=server).stdout)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 15.0) -> T:
+    """The asyncio form of :func:`wait_until`: await ``check`` until it is truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
+        await asyncio.sleep(0.05)

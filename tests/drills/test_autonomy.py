@@ -166,14 +166,18 @@ def test_controller_down_a_minute_changes_nothing(own_federation, tmp_path):
     assert set(running) < set(pids(marker, 4))
 
 
-def test_agent_restart_without_broker_keeps_its_replicas(own_federation, tmp_path):
-    fed = own_federation()
+def two_running_replicas(fed, tmp_path):  # type: ignore[no-untyped-def]
+    """One agent running two replicas: (node, marker, placement, pids, Scheduled events)."""
     (node,) = start(fed, sites=("a",))
     marker = str(random.randint(10**6, 10**7))
     apply(fed, tmp_path, 2, marker)
     running_pods(fed, 2)
-    before, running = placement(fed), pids(marker, 2)
-    scheduled = scheduled_events(fed)
+    return node, marker, placement(fed), pids(marker, 2), scheduled_events(fed)
+
+
+def test_agent_restart_without_broker_keeps_its_replicas(own_federation, tmp_path):
+    fed = own_federation()
+    node, marker, before, running, scheduled = two_running_replicas(fed, tmp_path)
 
     assert fed.broker is not None
     fed.broker.stop()
@@ -197,12 +201,7 @@ def test_agent_restart_without_broker_keeps_its_replicas(own_federation, tmp_pat
 
 def test_reboot_without_broker_restores_replicas_from_disk(own_federation, tmp_path):
     fed = own_federation()
-    (node,) = start(fed, sites=("a",))
-    marker = str(random.randint(10**6, 10**7))
-    apply(fed, tmp_path, 2, marker)
-    running_pods(fed, 2)
-    before, running = placement(fed), pids(marker, 2)
-    scheduled = scheduled_events(fed)
+    node, marker, before, running, scheduled = two_running_replicas(fed, tmp_path)
 
     assert fed.broker is not None
     fed.broker.stop()

@@ -11,7 +11,7 @@ import socket
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import docker
@@ -20,6 +20,7 @@ import pytest
 from cloud_adapters.docker_runtime import DockerRuntime
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError
 from cloud_adapters.runtime import InstanceSpec, InstanceState, PortSpec
+from tests.support import eventually
 
 pytestmark = pytest.mark.docker
 
@@ -27,16 +28,6 @@ T = TypeVar("T")
 TEST_LABELS = {"edgefed.test": "docker-runtime"}
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 15.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,22 +25,13 @@ import pytest
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError
 from cloud_adapters.process_runtime import ProcessRuntime
 from cloud_adapters.runtime import InstanceSpec, InstanceState, InstanceStatus
+from tests.support import eventually
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 TEST_LABELS = {"edgefed.test": "process-runtime"}
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 10.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 def records(state_dir: Path) -> dict[str, dict[str, Any]]:
