@@ -12,7 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import pytest
@@ -24,7 +24,6 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.docker
 
-T = TypeVar("T")
 TEST_LABELS = {"edgefed.test": "docker-runtime"}
 
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
@@ -27,7 +27,6 @@ from cloud_adapters.process_runtime import ProcessRuntime
 from cloud_adapters.runtime import InstanceSpec, InstanceState, InstanceStatus
 from tests.support import eventually
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 TEST_LABELS = {"edgefed.test": "process-runtime"}
 
