@@ -82,7 +82,7 @@ stamp=.venv/.edgefed-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing edgefed and its dev tools into .venv (pip)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,drill]'
   touch "$stamp"
 fi
 
