@@ -624,7 +624,7 @@ def test_rollout_undo(controller: FakeController, server: str, args: tuple[str, 
 @pytest.mark.parametrize(("args", "message"), [
     (("rollout", "undo", "web", "--to-revision", "0"), "'0': expected a revision number"),
     (("rollout", "undo"), "the following arguments are required: NAME"),
-    (("rollout",), "expected `edgefed rollout history NAME` or `edgefed rollout undo NAME`"),
+    (("rollout",), "expected `edgefed rollout history|undo|status NAME`"),
 ])
 def test_rollout_usage_errors(server: str, args: tuple[str, ...], message: str) -> None:
     proc = edgefed(*args, "--server", server)
