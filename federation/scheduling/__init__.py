@@ -1,0 +1,1 @@
+"""The scheduler's parts; :mod:`federation.scheduler` is the public face."""

@@ -1,0 +1,349 @@
+"""The inventory of one scheduling pass as columns: one numpy array per fact,
+one row per node, built once per :class:`Round` and updated in place when a
+replica is reserved, so a placement costs a few array operations instead of a
+Python loop over every node.
+
+Labels are encoded per key on first use: ``codes(key)`` gives each node the
+index of its value in the key's vocabulary (-1: no such label), so a selector is
+a handful of integer comparisons. Counts of replicas per deployment are kept
+per node and per site/region/provider domain for the spread, limit and
+affinity plugins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federation.inventory import Node, NodeState, site_labels
+from federation.scheduling.request import Request, RttSource, Scope, Usage
+from policies.model import Selector, TaintEffect
+
+Bools = NDArray[np.bool_]
+Ints = NDArray[np.int64]
+Floats = NDArray[np.float64]
+
+TAINT_PREFIX = "taint.edgefed.io/"
+DATA_PREFIX = "data.edgefed.io/"
+PRICE_LABEL = "price"
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    key: str
+    value: str
+    effect: TaintEffect
+
+    def describe(self) -> str:
+        return f"{self.key}={self.value}:{self.effect.value}"
+
+
+def parse_taint(label: str, text: str) -> Taint | None:
+    """``taint.edgefed.io/<key>`` = ``<value>:<Effect>``; None if it is not one."""
+    value, sep, effect = text.rpartition(":")
+    if not label.startswith(TAINT_PREFIX) or not sep:
+        return None
+    try:
+        return Taint(key=label[len(TAINT_PREFIX):], value=value, effect=TaintEffect(effect))
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class LabelColumn:
+    """One label key over every node: value codes (-1: absent) and the vocabulary."""
+
+    codes: Ints
+    values: list[str]
+    index: dict[str, int]
+
+    def code(self, value: str) -> int:
+        return self.index.get(value, -2)  # -2 matches no node, not even unlabelled ones
+
+
+@dataclass(slots=True)
+class Counts:
+    """Replicas of one deployment per node and per domain of each scope (the last
+    cell of a domain array is the bucket of nodes without the label; never read)."""
+
+    node: Ints
+    domains: dict[Scope, Ints]
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass
+class Round:
+    """Candidate nodes and their committed usage for one scheduling pass.
+
+    ``committed`` is what the controller has already assigned to each node
+    (desired state), so capacity reports lagging behind commands do not let a
+    node be over-committed. ``placed`` counts replicas per deployment and node;
+    ``deployment_labels`` holds the labels affinity rules match. ``rtt`` gives
+    round-trip times from user locations (None: every RTT unknown).
+    """
+
+    nodes: Sequence[Node]
+    committed: dict[str, Usage] = field(default_factory=dict)
+    placed: dict[str, Counter[str]] = field(default_factory=dict)
+    deployment_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    # Reserved by placements in this round: always on top of what is already used.
+    reserved: dict[str, Usage] = field(default_factory=dict)
+    rtt: RttSource | None = None
+
+    def __post_init__(self) -> None:
+        nodes = list(self.nodes)
+        self.nodes = nodes
+        self.node_names = [n.name for n in nodes]
+        self.by_name = {n.name: n for n in nodes}
+        self.index = {n.name: i for i, n in enumerate(nodes)}
+        by_site: dict[str, list[Node]] = {}
+        for n in nodes:
+            by_site.setdefault(n.site, []).append(n)
+        self.site_labels = {s: site_labels(s, members) for s, members in by_site.items()}
+        self.sites = list(by_site)
+        site_index = {s: i for i, s in enumerate(self.sites)}
+        self.site_idx = np.array([site_index[n.site] for n in nodes], dtype=np.int64)
+        self.node_labels = [n.labels for n in nodes]
+        self._site_label_rows = [self.site_labels[n.site] for n in nodes]
+        self._columns: dict[tuple[str, str], LabelColumn] = {}
+        self._numbers: dict[str, Floats] = {}
+        self._counts: dict[str, Counts] = {}
+        self._rtt: dict[str, Floats] = {}
+        self.cache: dict[Any, Any] = {}  # per-deployment results that hold for the round
+        self._build_resources(nodes)
+        self.ready = np.array([n.state is NodeState.READY for n in nodes], dtype=np.bool_)
+        self.states = [n.state.value for n in nodes]
+        self.process_runtime = np.array(
+            [n.capacity is not None and n.capacity.runtime == "process" for n in nodes],
+            dtype=np.bool_)
+        self.images = [frozenset(n.capacity.images) if n.capacity else frozenset()
+                       for n in nodes]
+        self.node_hash = np.array([_hash64(name) for name in self.node_names],
+                                  dtype=np.uint64)
+        self.taints = self._build_taints()
+
+    # -- building -----------------------------------------------------------------
+
+    def _build_resources(self, nodes: list[Node]) -> None:
+        size = len(nodes)
+        self.alloc_cpu = np.zeros(size, dtype=np.int64)
+        self.alloc_mem = np.zeros(size, dtype=np.int64)
+        self.alloc_disk = np.zeros(size, dtype=np.int64)
+        used = np.zeros((3, size), dtype=np.int64)
+        self.devices: dict[str, Ints] = {}
+        self.ports: dict[int, Bools] = {}
+        for i, n in enumerate(nodes):
+            alloc = n.allocatable
+            self.alloc_cpu[i], self.alloc_mem[i] = alloc.cpu_millis, alloc.memory_bytes
+            self.alloc_disk[i] = alloc.disk_bytes
+            mine = self.committed.get(n.name, Usage())
+            cpu, mem, disk = mine.cpu_millis, mine.memory_bytes, mine.disk_bytes
+            if n.capacity is not None:
+                rep = n.capacity.used
+                cpu, mem, disk = (max(cpu, rep.cpu_millis), max(mem, rep.memory_bytes),
+                                  max(disk, rep.disk_bytes))
+                for kind, count in n.capacity.devices.items():
+                    self._device(kind)[i] += count
+            for kind, count in mine.devices.items():
+                self._device(kind)[i] -= count
+            for port in mine.host_ports:
+                self._port(port)[i] = True
+            used[:, i] = (cpu, mem, disk)
+        self.free_cpu = self.alloc_cpu - used[0]
+        self.free_mem = self.alloc_mem - used[1]
+        self.free_disk = self.alloc_disk - used[2]
+        # Free cpu and memory as shares of allocatable, averaged over the dimensions
+        # the node has (least-allocated reads it; kept up to date by _take).
+        cores, bytes_ = self.alloc_cpu.astype(np.float64), self.alloc_mem.astype(np.float64)
+        parts = np.maximum(np.asarray(cores > 0, dtype=np.float64) + (bytes_ > 0), 1.0)
+        with np.errstate(divide="ignore"):
+            self.per_cpu = np.where(cores > 0, 1.0 / cores, 0.0) / parts
+            self.per_mem = np.where(bytes_ > 0, 1.0 / bytes_, 0.0) / parts
+        self.room = self.free_cpu * self.per_cpu + self.free_mem * self.per_mem
+        for name, usage in self.reserved.items():
+            if name in self.index:
+                self._take(self.index[name], usage)
+
+    def _device(self, kind: str) -> Ints:
+        if kind not in self.devices:
+            self.devices[kind] = np.zeros(len(self.nodes), dtype=np.int64)
+        return self.devices[kind]
+
+    def _port(self, port: int) -> Bools:
+        if port not in self.ports:
+            self.ports[port] = np.zeros(len(self.nodes), dtype=np.bool_)
+        return self.ports[port]
+
+    def _take(self, i: int, usage: Usage | Request) -> None:
+        self.free_cpu[i] -= usage.cpu_millis
+        self.free_mem[i] -= usage.memory_bytes
+        self.room[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_mem[i]
+        self.free_disk[i] -= usage.disk_bytes
+        for kind, count in usage.devices.items():
+            self._device(kind)[i] -= count
+        for port in usage.host_ports:
+            self._port(port)[i] = True
+
+    def _build_taints(self) -> dict[Taint, Bools]:
+        """Which nodes carry each distinct taint (from node and site labels)."""
+        out: dict[Taint, Bools] = {}
+        for i, (own, site) in enumerate(zip(self.node_labels, self._site_label_rows,
+                                            strict=True)):
+            for labels in (own, site):
+                for key, text in labels.items():
+                    if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
+                        if taint not in out:
+                            out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
+                        out[taint][i] = True
+        return out
+
+    # -- labels ---------------------------------------------------------------------
+
+    def codes(self, key: str, *, of: str = "node", fold: bool = False) -> LabelColumn:
+        """The column of label ``key`` of each node (``of="site"``: of its site),
+        values case-folded when ``fold``."""
+        cache_key = (f"{of}{'/fold' if fold else ''}", key)
+        column = self._columns.get(cache_key)
+        if column is None:
+            rows = self.node_labels if of == "node" else self._site_label_rows
+            index: dict[str, int] = {}
+            codes = np.empty(len(rows), dtype=np.int64)
+            for i, labels in enumerate(rows):
+                value = labels.get(key)
+                if value is None:
+                    codes[i] = -1
+                    continue
+                if fold:
+                    value = value.casefold()
+                codes[i] = index.setdefault(value, len(index))
+            column = LabelColumn(codes=codes, values=list(index), index=index)
+            self._columns[cache_key] = column
+        return column
+
+    def numbers(self, key: str, *, of: str = "node") -> Floats:
+        """Label ``key`` as a number per node; nan where absent or not a number."""
+        cache_key = f"{of}:{key}"
+        if cache_key not in self._numbers:
+            column = self.codes(key, of=of)
+            table = np.array([_number(v) for v in column.values] + [np.nan], dtype=np.float64)
+            self._numbers[cache_key] = table[column.codes]  # code -1 reads the nan at the end
+        return self._numbers[cache_key]
+
+    def domain(self, scope: Scope) -> tuple[Ints, int]:
+        """Each node's domain index at ``scope`` and the number of domains; nodes
+        without the scope's label are in the extra last domain."""
+        cached = self.cache.get(("domain", scope))
+        if cached is None:
+            if scope is Scope.NODE:
+                cached = (np.arange(len(self.nodes), dtype=np.int64), len(self.nodes))
+            elif scope is Scope.SITE:
+                cached = (self.site_idx, len(self.sites))
+            else:
+                column = self.codes(scope.value)
+                size = len(column.values)
+                cached = (np.where(column.codes < 0, size, column.codes), size)
+            self.cache[("domain", scope)] = cached
+        return cached
+
+    def has_domain(self, scope: Scope) -> Bools:
+        index, size = self.domain(scope)
+        return np.asarray(index < size, dtype=np.bool_)
+
+    # -- replica counts ---------------------------------------------------------------
+
+    def counts(self, deployment: str) -> Counts:
+        counts = self._counts.get(deployment)
+        if counts is None:
+            node = np.zeros(len(self.nodes), dtype=np.int64)
+            for name, count in self.placed.get(deployment, Counter()).items():
+                if name in self.index:
+                    node[self.index[name]] += count
+            domains = {}
+            for scope in (Scope.SITE, Scope.REGION, Scope.PROVIDER):
+                index, size = self.domain(scope)
+                domains[scope] = np.bincount(index, weights=node, minlength=size + 1).astype(
+                    np.int64)
+            counts = Counts(node=node, domains=domains)
+            self._counts[deployment] = counts
+        return counts
+
+    def in_domain(self, deployment: str, scope: Scope) -> Ints:
+        """Replicas of ``deployment`` in each node's ``scope`` domain (0 for nodes
+        without the scope's label)."""
+        counts = self.counts(deployment)
+        if scope is Scope.NODE:
+            return counts.node
+        index, size = self.domain(scope)
+        per_domain = counts.domains[scope].copy()
+        per_domain[size] = 0
+        return np.take(per_domain, index)
+
+    def matching(self, selector: Selector) -> list[str]:
+        """Deployments with replicas in the round whose labels ``selector`` matches
+        (remembered per selector until a deployment joins the round)."""
+        key = ("matching", id(selector), len(self.placed), len(self.deployment_labels))
+        cached = self.cache.get(key)
+        if cached is None or cached[0] is not selector:
+            cached = (selector, [d for d in self.placed
+                                 if selector.matches(self.deployment_labels.get(d, {}))])
+            self.cache[key] = cached
+        return list(cached[1])
+
+    def matching_in_domain(self, selector: Selector, scope: Scope) -> Ints:
+        total = np.zeros(len(self.nodes), dtype=np.int64)
+        for deployment in self.matching(selector):
+            total += self.in_domain(deployment, scope)
+        return total
+
+    def count_on_site(self, deployment: str, site: str) -> int:
+        counts = self.placed.get(deployment, Counter())
+        return sum(c for n, c in counts.items() if n in self.by_name and self.by_name[n].site == site)
+
+    # -- rtt ----------------------------------------------------------------------------
+
+    def rtt_from(self, source: str) -> Floats:
+        """Milliseconds from ``source`` to every node, nan where unknown; asked once
+        per source and round."""
+        if source not in self._rtt:
+            if self.rtt is None:
+                values = np.full(len(self.nodes), np.nan)
+            else:
+                values = np.asarray(self.rtt.rtt_from(source, self.node_names),
+                                    dtype=np.float64)
+            self._rtt[source] = values
+        return self._rtt[source]
+
+    # -- reserving ----------------------------------------------------------------------
+
+    def reserve(self, request: Request, node: str) -> None:
+        """Hold ``request``'s share on ``node`` for the rest of the round."""
+        self.reserved[node] = self.reserved.get(node, Usage()).plus(request)
+        self.placed.setdefault(request.deployment, Counter())[node] += 1
+        self.deployment_labels.setdefault(request.deployment, request.labels)
+        i = self.index[node]
+        self._take(i, request)
+        counts = self._counts.get(request.deployment)
+        if counts is not None:
+            counts.node[i] += 1
+            for scope, per_domain in counts.domains.items():
+                per_domain[self.domain(scope)[0][i]] += 1
+
+    def free(self, node: Node) -> tuple[int, int]:
+        i = self.index[node.name]
+        return int(self.free_cpu[i]), int(self.free_mem[i])
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")

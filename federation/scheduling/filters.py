@@ -1,0 +1,420 @@
+"""Filter plugins: each says, for every node at once, which nodes it refuses and
+why. A filter returns :class:`Refusal` groups: a boolean mask of the nodes
+refused plus how to word the reason for any subset of them, so the histogram
+and the per-node answer come from the very masks that decided.
+
+Static filters depend only on the request's spec and the round's nodes; their
+masks are computed once per deployment and round and reused for every replica.
+The others (resources, ports, limits, affinity, spread) read the columns the
+round updates on every reservation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from federation.inventory import Node
+from federation.scheduling.columns import Bools, Floats, Round, Taint
+from federation.scheduling.refusal import (
+    Refusal,
+    by_value,
+    fixed,
+    nonempty,
+    resource,
+    selector_refusals,
+)
+from federation.scheduling.request import Rejection, Request, Scope
+from policies.model import Selector, TaintEffect, Toleration, TolerationOperator
+
+# -- static filters ----------------------------------------------------------------------
+
+
+def node_ready_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    bad = ~rnd.ready
+    if not bad.any():
+        return []
+    states = sorted(set(rnd.states))
+    codes = np.array([states.index(s) for s in rnd.states], dtype=np.int64)
+    return [by_value(bad, codes, lambda c: f"node {states[c]}")]
+
+
+def runtime_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    if req.has_command:
+        return []
+    return nonempty([fixed(rnd.process_runtime, "runtime is process, which needs a command")])
+
+
+_ARCH_KEYS = ("arch", "os")
+
+
+def _platform_phrase(key: str, want: str, values: list[str]) -> Callable[[int], str]:
+    def phrase(code: int) -> str:
+        return f"{key} is {values[code] if code >= 0 else None} not {want}"
+    return phrase
+
+
+def platform_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """arch and os requirements written as node-selector labels, with their own reason."""
+    out = []
+    for key in _ARCH_KEYS:
+        want = req.node_selector.match_labels.get(key)
+        if want is None:
+            continue
+        column = rnd.codes(key)
+        bad = column.codes != column.code(want)
+        out.append(by_value(bad, column.codes, _platform_phrase(key, want, column.values)))
+    return nonempty(out)
+
+
+def node_selector_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    return selector_refusals(rnd, req.node_selector, "node",
+                             lambda miss: f"node selector unmatched ({miss})", skip=_ARCH_KEYS)
+
+
+def site_selector_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    return selector_refusals(rnd, req.site_selector, "site",
+                             lambda miss: f"site selector unmatched ({miss})")
+
+
+_RESIDENCY_LABELS = ("country", "region")
+
+
+def _residency_phrase(key: str, allowed: Sequence[str],
+                      values: list[str]) -> Callable[[int], str]:
+    def phrase(code: int) -> str:
+        return f"{key} is {values[code]}, residency allows {','.join(allowed)}"
+    return phrase
+
+
+def residency_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """The node's ``country`` and ``region`` labels must be allowed (compared
+    without case); a node without the label cannot prove where it is."""
+    out = []
+    for key, allowed in zip(_RESIDENCY_LABELS, (req.countries, req.regions), strict=True):
+        if not allowed:
+            continue
+        folded = rnd.codes(key, fold=True)
+        raw = rnd.codes(key)
+        ok = np.isin(folded.codes, [folded.code(a.casefold()) for a in allowed])
+        missing = raw.codes < 0
+        out.append(fixed(missing, f"no {key} label, residency requires one"))
+        out.append(by_value(~ok & ~missing, raw.codes,
+                            _residency_phrase(key, allowed, raw.values)))
+    return nonempty(out)
+
+
+def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
+    for t in tolerations:
+        if t.effect is not None and t.effect is not taint.effect:
+            continue
+        if t.operator is TolerationOperator.EXISTS and (not t.key or t.key == taint.key):
+            return True
+        if t.operator is TolerationOperator.EQUAL and t.key == taint.key and \
+                t.value == taint.value:
+            return True
+    return False
+
+
+def _untolerated(req: Request, rnd: Round, effect: TaintEffect) -> list[Refusal]:
+    return [fixed(mask, f"untolerated taint {taint.describe()}")
+            for taint, mask in sorted(rnd.taints.items(), key=lambda kv: kv[0].describe())
+            if taint.effect is effect and not tolerates(req.tolerations, taint)]
+
+
+def taint_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """NoSchedule taints the replica does not tolerate, one reason each
+    (PreferNoSchedule only scores down)."""
+    return _untolerated(req, rnd, TaintEffect.NO_SCHEDULE)
+
+
+def no_execute_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """NoExecute taints the replica does not tolerate: a filter like NoSchedule, and
+    also a reason for a running replica to leave (it is one of the STAY_FILTERS)."""
+    return _untolerated(req, rnd, TaintEffect.NO_EXECUTE)
+
+
+def format_ms(ms: float) -> str:
+    return f"{ms:.0f}ms" if ms >= 10 or float(ms).is_integer() else f"{ms:.1f}ms"
+
+
+def _rtt_over(mask: Bools, rtt: Floats, name: str, bound: float) -> Refusal:
+    """The number shown is the lowest RTT among the refused nodes: how close the
+    nearest of them comes."""
+    def explain(rows: Bools) -> list[tuple[Rejection, int]]:
+        best = float(rtt[rows].min())
+        return [(Rejection(reason=f"rtt from {name} {format_ms(best)} > {format_ms(bound)}"),
+                 int(np.count_nonzero(rows)))]
+    return Refusal(mask, explain)
+
+
+def latency_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """Every user group with a ``maxRtt`` must reach the node within it; an unknown
+    RTT cannot prove that."""
+    out = []
+    for users in req.users:
+        if users.max_rtt_ms is None:
+            continue
+        rtt = rnd.rtt_from(users.source)
+        unknown = np.isnan(rtt)
+        out.append(fixed(unknown, f"rtt from {users.name} unknown"))
+        with np.errstate(invalid="ignore"):
+            over = rtt > users.max_rtt_ms
+        out.append(_rtt_over(over, rtt, users.name, users.max_rtt_ms))
+    return nonempty(out)
+
+
+# -- filters that read what the round reserved -----------------------------------------------
+
+
+def resources_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """Reports every dimension that does not fit, not only the first."""
+    out = [resource(req.cpu_millis > rnd.free_cpu, "insufficient cpu", req.cpu_millis,
+                    rnd.free_cpu, "cpu"),
+           resource(req.memory_bytes > rnd.free_mem, "insufficient memory", req.memory_bytes,
+                    rnd.free_mem, "memory")]
+    if req.disk_bytes:
+        out.append(resource(req.disk_bytes > rnd.free_disk, "insufficient disk",
+                            req.disk_bytes, rnd.free_disk, "disk"))
+    return nonempty(out)
+
+
+def devices_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """Every device kind that does not fit, like ``resources``. Agents do not report
+    what their instances use, so the committed count is all there is."""
+    out = []
+    for kind, need in sorted(req.devices.items()):
+        free = rnd.devices.get(kind)
+        if free is None:
+            free = np.zeros(len(rnd.nodes), dtype=np.int64)
+        out.append(resource(need > free, f"insufficient {kind}", need, free, "count"))
+    return nonempty(out)
+
+
+def host_port_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """Names the lowest clashing port of each node."""
+    passing = np.ones(len(rnd.nodes), dtype=np.bool_)
+    out = []
+    for port in sorted(set(req.host_ports)):
+        taken = rnd.ports.get(port)
+        if taken is None:
+            continue
+        bad = passing & taken
+        out.append(fixed(bad, f"host port {port} in use"))
+        passing &= ~bad
+    return nonempty(out)
+
+
+def _replicas(count: int) -> str:
+    return f"{count} replica{'' if count == 1 else 's'}"
+
+
+def max_per_node_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    if req.max_per_node <= 0:
+        return []
+    counts = rnd.counts(req.deployment).node
+    return nonempty([by_value(counts >= req.max_per_node, counts, lambda c: (
+        f"{_replicas(c)} already on the node, maxPerNode {req.max_per_node}"))])
+
+
+def max_per_site_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    if req.max_per_site <= 0:
+        return []
+    counts = rnd.in_domain(req.deployment, Scope.SITE)
+    return nonempty([by_value(counts >= req.max_per_site, counts, lambda c: (
+        f"{_replicas(c)} already on the site, maxPerSite {req.max_per_site}"))])
+
+
+def describe_selector(selector: Selector) -> str:
+    """``app=web,tier In (a,b)``; ``any deployment`` for the empty selector."""
+    parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
+    parts += [e.describe() for e in selector.match_expressions]
+    return ",".join(parts) or "any deployment"
+
+
+def anti_affinity_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    return nonempty(
+        fixed(rnd.matching_in_domain(term.selector, term.scope) > 0,
+              f"anti-affinity with {describe_selector(term.selector)} on the {term.scope.value}")
+        for term in req.apart)
+
+
+def affinity_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """Required affinity; the first replica of a group the selector matches itself
+    may go anywhere (nothing to be near yet)."""
+    out = []
+    for term in req.near:
+        counts = rnd.matching_in_domain(term.selector, term.scope)
+        if not any(rnd.placed.get(d) for d in rnd.matching(term.selector)) and \
+                term.selector.matches(req.labels):
+            continue
+        out.append(fixed(counts == 0, f"affinity with {describe_selector(term.selector)}: "
+                                      f"none on the {term.scope.value}"))
+    return nonempty(out)
+
+
+def _skew_phrase(scope: Scope, max_skew: int) -> Callable[[int], str]:
+    def phrase(skew: int) -> str:
+        return f"{scope.value} spread skew {skew} > maxSkew {max_skew}"
+    return phrase
+
+
+def spread_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """Required topology spread. Must run last: the skew is measured against the
+    emptiest domain that still has a node passing every other filter, so a domain
+    that cannot take another replica does not hold the others back."""
+    out = []
+    for spread in req.spread:
+        if not spread.required:
+            continue
+        index, size = rnd.domain(spread.scope)
+        labelled = index < size
+        out.append(fixed(~labelled, f"no {spread.scope.value} label, spread requires one"))
+        counts = rnd.counts(req.deployment)
+        per_domain = counts.node if spread.scope is Scope.NODE else counts.domains[spread.scope]
+        here = np.take(per_domain, index)
+        open_nodes = fits & labelled
+        if not open_nodes.any():
+            continue
+        # The emptiest domain with a node that fits is the emptiest such node's domain.
+        skew = here + 1 - here[open_nodes].min()
+        out.append(by_value(labelled & (skew > spread.max_skew), skew,
+                            _skew_phrase(spread.scope, spread.max_skew)))
+    return nonempty(out)
+
+
+Check = Callable[[Request, Round, Bools], list[Refusal]]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterPlugin:
+    """A named filter. Called with one node, it answers for that node alone (what
+    ``refusals`` and the tests use); the scheduler uses ``check`` over all nodes."""
+
+    name: str
+    check: Check
+    static: bool
+
+    def __call__(self, req: Request, node: Node, rnd: Round) -> list[Rejection]:
+        return refusals(req, node, rnd, (self.name,))
+
+
+_PLUGINS = [
+    FilterPlugin("node-ready", node_ready_checker, True),
+    FilterPlugin("runtime", runtime_checker, True),
+    FilterPlugin("platform", platform_checker, True),
+    FilterPlugin("node-selector", node_selector_checker, True),
+    FilterPlugin("site-selector", site_selector_checker, True),
+    FilterPlugin("residency", residency_checker, True),
+    FilterPlugin("taints", taint_checker, True),
+    FilterPlugin("no-execute", no_execute_checker, True),
+    FilterPlugin("latency", latency_checker, True),
+    FilterPlugin("resources", resources_checker, False),
+    FilterPlugin("devices", devices_checker, False),
+    FilterPlugin("host-ports", host_port_checker, False),
+    FilterPlugin("max-per-node", max_per_node_checker, False),
+    FilterPlugin("max-per-site", max_per_site_checker, False),
+    FilterPlugin("anti-affinity", anti_affinity_checker, False),
+    FilterPlugin("affinity", affinity_checker, False),
+    FilterPlugin("spread", spread_checker, False),  # last: it reads what the others let through
+]
+FILTERS: dict[str, FilterPlugin] = {p.name: p for p in _PLUGINS}
+# What a placed replica must still pass to stay where it runs, checked again on
+# every pass: the rules on the node's labels, and the per-node and per-site limits
+# (counted in slot order, so the highest slots move first). A replica that fails
+# (its placement or a policy changed, or the node's labels) is placed again.
+# A NoExecute taint the replica does not tolerate makes it leave, as in Kubernetes.
+# Resources, ports, affinity, spread and latency are checked only when a replica is
+# placed (an RTT that drifts over the bound must not make replicas flap).
+STAY_FILTERS = ("platform", "node-selector", "site-selector", "residency", "no-execute",
+                "max-per-node", "max-per-site")
+
+
+# -- the chain -----------------------------------------------------------------------------
+
+
+Tally = tuple[dict[str, int], dict[str, Rejection]]
+
+
+def tally(found: Iterable[tuple[Rejection, int]], counts: dict[str, int],
+          numbers: dict[str, Rejection]) -> None:
+    """Add reasons to ``counts``; keep per resource reason the rejection with the
+    most free (its numbers are the ones shown)."""
+    for rejection, count in found:
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + count
+        if rejection.unit:
+            seen = numbers.get(rejection.reason)
+            if seen is None or (rejection.free or 0) > (seen.free or 0):
+                numbers[rejection.reason] = rejection
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Every filter's refusals for one request, and the nodes that pass them all."""
+
+    refusals: dict[str, list[Refusal]]
+    fits: Bools
+    static_tally: Tally  # the static filters' reasons, counted once per round
+    dynamic: list[Refusal]  # the other filters' refusals, in chain order
+
+
+def _static_key(req: Request) -> tuple[object, ...]:
+    return (req.has_command, req.node_selector, req.site_selector, req.countries, req.regions,
+            req.tolerations, req.users)
+
+
+def _static(req: Request, rnd: Round) -> tuple[dict[str, list[Refusal]], Bools, Tally]:
+    """The static filters' verdict, computed once per deployment and round."""
+    cached = rnd.cache.get(("static", req.deployment))
+    key = _static_key(req)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    fits = np.ones(len(rnd.nodes), dtype=np.bool_)
+    out: dict[str, list[Refusal]] = {}
+    counts: dict[str, int] = {}
+    numbers: dict[str, Rejection] = {}
+    for plugin in _PLUGINS:
+        if plugin.static:
+            out[plugin.name] = plugin.check(req, rnd, fits)
+            for refusal in out[plugin.name]:
+                fits &= ~refusal.mask
+                tally(refusal.explain(refusal.mask), counts, numbers)
+    result = (out, fits, (counts, numbers))
+    rnd.cache[("static", req.deployment)] = (key, result)
+    return result
+
+
+_DYNAMIC = [p for p in _PLUGINS if not p.static]
+
+
+def evaluate(req: Request, rnd: Round, names: Iterable[str] | None = None) -> Verdict:
+    """Run the filter chain over every node (only the dynamic filters in ``names``,
+    when given; the static ones come from the round's cache)."""
+    static, fits, static_tally = _static(req, rnd)
+    wanted = None if names is None else set(names)
+    out = dict(static)
+    fits = fits.copy()
+    dynamic: list[Refusal] = []
+    for plugin in _DYNAMIC:
+        if wanted is not None and plugin.name not in wanted and "spread" not in wanted:
+            continue
+        found = plugin.check(req, rnd, fits)
+        out[plugin.name] = found
+        for refusal in found:
+            fits &= ~refusal.mask
+        dynamic += found
+    return Verdict(refusals=out, fits=fits, static_tally=static_tally, dynamic=dynamic)
+
+
+def refusals(req: Request, node: Node, rnd: Round,
+             names: Iterable[str] = tuple(FILTERS)) -> list[Rejection]:
+    """What the named filters (all by default) say against ``node``."""
+    names = tuple(names)
+    verdict = evaluate(req, rnd, names)
+    i = rnd.index[node.name]
+    row = np.zeros(len(rnd.nodes), dtype=np.bool_)
+    row[i] = True
+    return [rejection for name in names for refusal in verdict.refusals.get(name, ())
+            if refusal.mask[i] for rejection, _ in refusal.explain(row)]

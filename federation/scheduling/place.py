@@ -1,0 +1,164 @@
+"""One function composes the plugins: filter masks, score vectors, weighted sum,
+select. The explanation is read off the same arrays that decided.
+
+Strategies (``spec.placement.strategy``) share the filters and the histogram and
+differ only in how they select among the nodes that fit: ``two-phase`` takes the
+highest weighted score; the baselines take a seeded uniform pick (``random``),
+the next node in name order (``round-robin``) or the least utilised node
+(``least-load``). ``optimal`` is solved in batches elsewhere; one replica at a
+time it is placed as ``two-phase``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federation.scheduling.columns import Bools, Floats, Round
+from federation.scheduling.filters import Verdict, evaluate, tally
+from federation.scheduling.request import Decision, Explanation, Ranked, Request
+from federation.scheduling.scores import score
+from policies.quantity import format_cpu, human_memory
+
+Indices = NDArray[np.int64]
+
+
+def feasible(req: Request, rnd: Round) -> Bools:
+    """Which of ``rnd.node_names`` pass every filter for ``req``."""
+    return evaluate(req, rnd).fits
+
+
+# -- tie-break ----------------------------------------------------------------------------
+
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _seed(seed: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(),
+                                    "big"))
+
+
+def tie_keys(req: Request, rnd: Round, rows: Indices) -> NDArray[np.uint64]:
+    """A hash of (decision seed, node name) per row: equal scores are ordered by it,
+    the same way whatever the order of the nodes (splitmix64's finaliser)."""
+    z = rnd.node_hash[rows] ^ _seed(req.seed)
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+# -- the histogram ---------------------------------------------------------------------------
+
+_UNIT_FORMATS: dict[str, Callable[[int], str]] = {
+    "cpu": format_cpu, "memory": human_memory, "disk": human_memory, "count": str}
+
+
+def histogram(verdict: Verdict) -> tuple[dict[str, int], dict[str, str]]:
+    """Nodes refused per reason (a node refused for three reasons counts thrice) and
+    the numbers behind resource reasons."""
+    counts, numbers = verdict.static_tally
+    counts, numbers = dict(counts), dict(numbers)
+    for refused in verdict.dynamic:
+        tally(refused.explain(refused.mask), counts, numbers)
+    details = {reason: f"(need {_UNIT_FORMATS[r.unit](r.need or 0)}, most free "
+                       f"{_UNIT_FORMATS[r.unit](r.free or 0)})" for reason, r in numbers.items()}
+    return counts, details
+
+
+# -- selecting ---------------------------------------------------------------------------------
+
+
+def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Indices:
+    """The ``keep`` best nodes that fit: highest total first, equal totals in the
+    order of the seeded hash. One pass per place taken, not a sort."""
+    masked = np.where(fits, total, -np.inf)
+    out: list[int] = []
+    while len(out) < keep:
+        first = int(masked.argmax())
+        best = masked[first]
+        if best == -np.inf:
+            break
+        tied = masked == best
+        if np.count_nonzero(tied) == 1:
+            out.append(first)
+            masked[first] = -np.inf
+            continue
+        rows = np.flatnonzero(tied)
+        keys = tie_keys(req, rnd, rows)
+        want = keep - len(out)
+        if len(rows) > want:  # many equal nodes: order only the first few
+            chosen = np.argpartition(keys, want - 1)[:want]
+            rows, keys = rows[chosen], keys[chosen]
+        out.extend(int(i) for i in rows[np.argsort(keys, kind="stable")])
+        masked[tied] = -np.inf
+    return np.array(out, dtype=np.int64)
+
+
+def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
+    total, vectors = score(req, rnd)
+    return tuple(Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=float(total[i]),
+                        scores={name: float(v[i]) for name, v in vectors.items()})
+                 for i in _top(req, rnd, total, fits, keep))
+
+
+def _pick(req: Request, rnd: Round, i: int, scores: dict[str, float]) -> tuple[Ranked, ...]:
+    return (Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=0.0, scores=scores),)
+
+
+def _random(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
+    rows = np.flatnonzero(fits)
+    return _pick(req, rnd, int(rows[np.argmin(tie_keys(req, rnd, rows))]), {})
+
+
+def _round_robin(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
+    """The n-th replica of the deployment in the round goes to the n-th node that
+    fits, in name order, wrapping around."""
+    rows = np.flatnonzero(fits)
+    order = rnd.cache.get("name-rank")
+    if order is None:
+        order = np.argsort(np.argsort(np.array(rnd.node_names, dtype=object)))
+        rnd.cache["name-rank"] = order
+    rows = rows[np.argsort(order[rows], kind="stable")]
+    position = sum(rnd.placed.get(req.deployment, Counter()).values())
+    return _pick(req, rnd, int(rows[position % len(rows)]), {})
+
+
+def _least_load(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
+    """Lowest cpu and memory utilisation now (averaged); a node without capacity
+    counts as full."""
+    rows = np.flatnonzero(fits)
+    cpu, mem = rnd.alloc_cpu[rows], rnd.alloc_mem[rows]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        used = (np.where(cpu > 0, 1 - rnd.free_cpu[rows] / cpu, 1.0)
+                + np.where(mem > 0, 1 - rnd.free_mem[rows] / mem, 1.0)) / 2
+    best = rows[np.lexsort((tie_keys(req, rnd, rows), used))[0]]
+    return _pick(req, rnd, int(best), {"utilisation": 100.0 * float(used[rows == best][0])})
+
+
+Strategy = Callable[[Request, Round, Bools, int], tuple[Ranked, ...]]
+STRATEGIES: dict[str, Strategy] = {
+    "two-phase": _two_phase, "random": _random, "round-robin": _round_robin,
+    "least-load": _least_load, "optimal": _two_phase,
+}
+
+
+def place(req: Request, rnd: Round, *, keep: int = 3) -> Decision:
+    """Filter, score and select a node for one replica; reserve it in ``rnd``."""
+    verdict = evaluate(req, rnd)
+    rejections, details = histogram(verdict)
+    fits = verdict.fits
+    feasible_count = int(np.count_nonzero(fits))
+    strategy = req.strategy if req.strategy in STRATEGIES else "two-phase"
+    ranked = STRATEGIES[strategy](req, rnd, fits, keep) if feasible_count else ()
+    explanation = Explanation(total_nodes=len(rnd.nodes), feasible=feasible_count,
+                              rejections=rejections, details=details, ranked=ranked,
+                              strategy="two-phase" if strategy == "optimal" else strategy)
+    if not ranked:
+        return Decision(request=req, node=None, site=None, explanation=explanation)
+    best = ranked[0]
+    rnd.reserve(req, best.node)
+    return Decision(request=req, node=best.node, site=best.site, explanation=explanation)

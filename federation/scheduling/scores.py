@@ -1,0 +1,308 @@
+"""Score plugins: each rates every node 0..100 (higher is better) as one float
+vector. A plugin that does not apply to a request (no users declared, no node
+holds the image, nothing to stay with) is left out of the weighted sum and of
+the explanation, so it neither dilutes the others nor shows as noise.
+
+Static plugins (user RTT, data and image locality, cost, PreferNoSchedule
+taints) depend only on the request's spec and the round's nodes and are
+computed once per deployment and round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from federation.scheduling.columns import DATA_PREFIX, PRICE_LABEL, Floats, Ints, Round
+from federation.scheduling.filters import tolerates
+from federation.scheduling.request import Request, Scope
+from policies.model import TaintEffect
+
+
+def _lower_is_better(values: Floats) -> Floats:
+    """100 for the lowest known value, 0 for the highest, linear between; 0 where
+    unknown (nan)."""
+    known = ~np.isnan(values)
+    out = np.zeros(len(values))
+    if not known.any():
+        return out
+    low, high = float(values[known].min()), float(values[known].max())
+    if high > low:
+        out[known] = 100.0 * (high - values[known]) / (high - low)
+    else:
+        out[known] = 100.0
+    return out
+
+
+# -- static --------------------------------------------------------------------------------
+
+
+def user_rtt(req: Request, rnd: Round) -> Floats:
+    """RTT from each user group, lower is better (scaled between the nearest and the
+    farthest node that group has a measurement for), weighted by the groups' shares.
+    An unknown RTT scores 0 for that group."""
+    total = np.zeros(len(rnd.nodes))
+    shares = sum(u.share for u in req.users) or 1.0
+    for users in req.users:
+        total += users.share * _lower_is_better(rnd.rtt_from(users.source))
+    return total / shares
+
+
+def data_locality(req: Request, rnd: Round) -> Floats:
+    """Per data set: 100 where the node holds it (label ``data.edgefed.io/<name>``),
+    50 where another node of its site does, averaged over the data sets."""
+    total = np.zeros(len(rnd.nodes))
+    for name in req.data_sets:
+        here = rnd.codes(DATA_PREFIX + name).codes >= 0
+        at_site = np.bincount(rnd.site_idx, weights=here, minlength=len(rnd.sites)) > 0
+        total += np.where(here, 100.0, np.where(at_site[rnd.site_idx], 50.0, 0.0))
+    return total / max(len(req.data_sets), 1)
+
+
+def _has_image(req: Request, rnd: Round) -> Floats:
+    cached = rnd.cache.get(("image", req.image))
+    if cached is None:
+        cached = np.array([req.image in images for images in rnd.images], dtype=np.float64)
+        rnd.cache[("image", req.image)] = cached
+    return cached
+
+
+def image_locality(req: Request, rnd: Round) -> Floats:
+    """100 where the node already has the image (no pull over a thin uplink)."""
+    return 100.0 * _has_image(req, rnd)
+
+
+def cost(req: Request, rnd: Round) -> Floats:
+    """The ``price`` label (per hour; the node's, else its site's): the cheapest
+    node 100, the dearest 0; a node without a price 0."""
+    price = rnd.numbers(PRICE_LABEL)
+    site_price = rnd.numbers(PRICE_LABEL, of="site")
+    return _lower_is_better(np.where(np.isnan(price), site_price, price))
+
+
+def _soft_taints(req: Request, rnd: Round) -> list[Floats]:
+    return [mask.astype(np.float64) for taint, mask in rnd.taints.items()
+            if taint.effect is TaintEffect.PREFER_NO_SCHEDULE
+            and not tolerates(req.tolerations, taint)]
+
+
+def prefer_no_schedule(req: Request, rnd: Round) -> Floats:
+    """0 on nodes with a PreferNoSchedule taint the replica does not tolerate."""
+    tainted = np.zeros(len(rnd.nodes))
+    for mask in _soft_taints(req, rnd):
+        tainted = np.maximum(tainted, mask)
+    return 100.0 * (1.0 - tainted)
+
+
+# -- dynamic ---------------------------------------------------------------------------------
+
+
+def least_allocated(req: Request, rnd: Round) -> Floats:
+    """What stays free after the replica, as a share of allocatable, cpu and memory
+    averaged."""
+    key = ("least-allocated", req.cpu_millis, req.memory_bytes)
+    need = rnd.cache.get(key)
+    if need is None:
+        need = req.cpu_millis * rnd.per_cpu + req.memory_bytes * rnd.per_mem
+        rnd.cache[key] = need
+    return np.asarray(100.0 * np.maximum(rnd.room - need, 0.0), dtype=np.float64)
+
+
+def balanced(req: Request, rnd: Round) -> Floats:
+    """cpu and memory used in the same proportion after the replica (no node left
+    with memory but no cpu); 0 where a dimension has no capacity."""
+    cpu, mem = rnd.alloc_cpu, rnd.alloc_mem
+    both = (cpu > 0) & (mem > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        used_cpu = (cpu - rnd.free_cpu + req.cpu_millis) / cpu
+        used_mem = (mem - rnd.free_mem + req.memory_bytes) / mem
+        out = 100.0 * np.clip(1.0 - np.abs(used_cpu - used_mem), 0.0, 1.0)
+    return np.where(both, out, 0.0)
+
+
+_SPREAD_LEVELS = (Scope.REGION, Scope.PROVIDER)
+
+
+def spread_sites(req: Request, rnd: Round) -> Floats:
+    """Fewer replicas of the deployment in the node's site is better; where sites
+    carry ``region`` and ``provider`` labels, so is the same across regions and
+    providers (averaged over the levels the node has). Computed per distinct
+    (site, region, provider) and spread to the nodes with one gather."""
+    counts = rnd.counts(req.deployment)
+    places, site, levels = _places(rnd)
+    total = np.take(100.0 / (1.0 + counts.domains[Scope.SITE]), site)
+    for scope, index in levels.items():
+        per_domain = 100.0 / (1.0 + counts.domains[scope])
+        per_domain[-1] = 0.0  # nodes without the label: the level does not count
+        total += np.take(per_domain, index)
+    return np.take(total * _inverse_levels(rnd), places)
+
+
+def _places(rnd: Round) -> tuple[Ints, Ints, dict[Scope, Ints]]:
+    """Each node's place (its distinct site, region, provider), and per place its
+    site and its region and provider domains."""
+    cached = rnd.cache.get("places")
+    if cached is None:
+        columns = [rnd.site_idx] + [rnd.domain(scope)[0] for scope in _SPREAD_LEVELS]
+        rows, places = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+        levels = {scope: rows[:, k + 1] for k, scope in enumerate(_SPREAD_LEVELS)}
+        cached = (places.reshape(-1), rows[:, 0], levels)
+        rnd.cache["places"] = cached
+    return cached
+
+
+def _inverse_levels(rnd: Round) -> Floats:
+    """Per place: 1 / the number of levels (site, region, provider) it has labels for."""
+    cached = rnd.cache.get("inverse-levels")
+    if cached is None:
+        _, site, levels = _places(rnd)
+        count = np.ones(len(site))
+        for scope, index in levels.items():
+            count += index < rnd.domain(scope)[1]
+        cached = 1.0 / count
+        rnd.cache["inverse-levels"] = cached
+    return cached
+
+
+def spread_nodes(req: Request, rnd: Round) -> Floats:
+    return np.asarray(100.0 / (1.0 + rnd.counts(req.deployment).node), dtype=np.float64)
+
+
+def stay_put(req: Request, rnd: Round) -> Floats:
+    """A replacement (new template) stays where its predecessor ran if it still fits."""
+    out = np.zeros(len(rnd.nodes))
+    if req.current_node in rnd.index:
+        out[rnd.index[req.current_node]] = 100.0
+    return out
+
+
+def topology_spread(req: Request, rnd: Round) -> Floats:
+    """Preferred spread constraints: 100 in the emptiest domain, less the more the
+    node's domain holds above it; 0 for nodes without the scope's label."""
+    total = np.zeros(len(rnd.nodes))
+    preferred = [s for s in req.spread if not s.required]
+    counts = rnd.counts(req.deployment)
+    for spread in preferred:
+        index, size = rnd.domain(spread.scope)
+        per_domain = counts.node if spread.scope is Scope.NODE else counts.domains[spread.scope]
+        if size == 0:
+            continue
+        held = per_domain[:size]
+        # The last cell scores the nodes without the label: 0.
+        total += np.take(np.append(100.0 / (1.0 + held - held.min()), 0.0), index)
+    return total / max(len(preferred), 1)
+
+
+def affinity(req: Request, rnd: Round) -> Floats:
+    """Preferred affinity and anti-affinity terms: the share of the terms' weights
+    the node satisfies."""
+    total = np.zeros(len(rnd.nodes))
+    weights = sum(p.weight for p in req.preferences) or 1
+    for term in req.preferences:
+        present = rnd.matching_in_domain(term.selector, term.scope) > 0
+        total += term.weight * (~present if term.apart else present)
+    return 100.0 * total / weights
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+Score = Callable[[Request, Round], Floats]
+Applies = Callable[[Request, Round], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ScorePlugin:
+    name: str
+    score: Score
+    applies: Applies
+    static: bool
+
+
+def _always(req: Request, rnd: Round) -> bool:
+    return True
+
+
+_PLUGINS = [
+    ScorePlugin("least-allocated", least_allocated, _always, False),
+    ScorePlugin("spread-sites", spread_sites, _always, False),
+    ScorePlugin("spread-nodes", spread_nodes, _always, False),
+    ScorePlugin("stay-put", stay_put, lambda req, rnd: req.current_node is not None, False),
+    ScorePlugin("user-rtt", user_rtt, lambda req, rnd: bool(req.users), True),
+    ScorePlugin("data-locality", data_locality, lambda req, rnd: bool(req.data_sets), True),
+    ScorePlugin("image-locality", image_locality,
+                lambda req, rnd: bool(req.image) and bool(_has_image(req, rnd).any()), True),
+    ScorePlugin("balanced", balanced, _always, False),
+    ScorePlugin("topology-spread", topology_spread,
+                lambda req, rnd: any(not s.required for s in req.spread), False),
+    ScorePlugin("affinity", affinity, lambda req, rnd: bool(req.preferences), False),
+    ScorePlugin("cost", cost, lambda req, rnd: bool(
+        (~np.isnan(rnd.numbers(PRICE_LABEL))).any()), True),
+    ScorePlugin("prefer-no-schedule", prefer_no_schedule,
+                lambda req, rnd: bool(_soft_taints(req, rnd)), True),
+]
+SCORES: dict[str, ScorePlugin] = {p.name: p for p in _PLUGINS}
+# Weights when the policy names none. User RTT dominates whenever a deployment
+# declares users: among the nodes that fit, being near the users matters more than
+# spreading or packing. Balanced is off unless a policy weights it: least-allocated
+# already prefers room in both dimensions.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "least-allocated": 1.0, "spread-sites": 2.0, "spread-nodes": 1.0, "stay-put": 10.0,
+    "user-rtt": 20.0, "data-locality": 5.0, "image-locality": 1.0, "balanced": 0.0,
+    "topology-spread": 2.0, "affinity": 2.0, "cost": 1.0, "prefer-no-schedule": 3.0,
+}
+
+
+def active_weights(req: Request, rnd: Round) -> dict[str, float]:
+    """The plugins that score this request, with their weights, in registry order."""
+    weights = {**DEFAULT_WEIGHTS, **{k: v for k, v in req.weights.items() if k in SCORES}}
+    return {p.name: weights[p.name] for p in _PLUGINS
+            if weights[p.name] > 0 and p.applies(req, rnd)}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How one deployment is scored in a round: the active plugins and weights, the
+    static vectors and their weighted sum, computed once."""
+
+    weights: dict[str, float]
+    static: dict[str, Floats]
+    static_total: Floats  # sum of the static vectors times their share of the weights
+    dynamic: list[tuple[str, Score, float]]  # plugin, its function, its share
+
+
+def _plan_key(req: Request) -> tuple[object, ...]:
+    return (req.users, req.data_sets, req.image, req.tolerations, req.spread, req.preferences,
+            tuple(sorted(req.weights.items())), req.current_node is None)
+
+
+def plan(req: Request, rnd: Round) -> Plan:
+    key = ("plan", req.deployment, req.current_node is None)
+    cached = rnd.cache.get(key)
+    if cached is not None and cached[0] == _plan_key(req):
+        return cached[1]  # type: ignore[no-any-return]
+    weights = active_weights(req, rnd)
+    weight_sum = sum(weights.values()) or 1.0
+    static = {name: SCORES[name].score(req, rnd) for name in weights if SCORES[name].static}
+    total = np.zeros(len(rnd.nodes))
+    for name, vector in static.items():
+        total += weights[name] / weight_sum * vector
+    dynamic = [(name, SCORES[name].score, weights[name] / weight_sum) for name in weights
+               if not SCORES[name].static]
+    result = Plan(weights=weights, static=static, static_total=total, dynamic=dynamic)
+    rnd.cache[key] = (_plan_key(req), result)
+    return result
+
+
+def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
+    """The weighted total over every node, and each active plugin's vector (in the
+    order of the weights) for the explanation."""
+    p = plan(req, rnd)
+    total = p.static_total.copy()
+    vectors = dict(p.static)
+    for name, function, share in p.dynamic:
+        vector = function(req, rnd)
+        vectors[name] = vector
+        total += share * vector
+    return total, {name: vectors[name] for name in p.weights}

@@ -1,0 +1,220 @@
+"""Properties of the array scheduler over random fleets and requests: no placed
+replica breaks a rule (checked by a plain per-node predicate written here, not
+by the scheduler's code), the explanation agrees with the decision, and the
+same round decides the same way whatever the order of its nodes."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from federation import wire
+from federation.inventory import Node, NodeState
+from federation.scheduler import (
+    Apart,
+    Request,
+    Round,
+    Scope,
+    Spread,
+    Users,
+    place,
+    refusals,
+    tie_keys,
+)
+from federation.scheduling.scores import score
+from policies.model import Selector, Toleration
+
+MiB = 1024**2
+SITES = {"s1": {"region": "eu", "country": "de"}, "s2": {"region": "eu", "country": "fr"},
+         "s3": {"region": "us", "country": "us"}}
+
+
+class TableRtt:
+    def __init__(self, table: Mapping[tuple[str, str], float]) -> None:
+        self.table = table
+
+    def rtt_from(self, source: str, nodes: Sequence[str]) -> NDArray[np.float64]:
+        return np.array([self.table.get((source, n), np.nan) for n in nodes], dtype=np.float64)
+
+
+def make_node(i: int, site: str, arch: str, taint: str | None, cpu: int, mem: int,
+              used_cpu: int, ready: bool) -> Node:
+    labels = dict(SITES[site])
+    if taint:
+        labels["taint.edgefed.io/dedicated"] = taint
+    capacity = wire.Capacity(
+        site=site, arch=arch, os="linux", runtime="docker", labels=labels,
+        allocatable=wire.Resources(cpu_millis=cpu, memory_bytes=mem * MiB, disk_bytes=0),
+        used=wire.Resources(cpu_millis=used_cpu, memory_bytes=0, disk_bytes=0),
+        images=(), instances=())
+    state = NodeState.READY if ready else NodeState.SUSPECT
+    return Node(name=f"n{i}", site=site, epoch="e", online=ready, state=state,
+                state_since=0.0, last_seen=0.0, capacity=capacity)
+
+
+nodes_strategy = st.lists(
+    st.builds(make_node, st.integers(0, 99), st.sampled_from(sorted(SITES)),
+              st.sampled_from(["arm64", "amd64"]),
+              st.sampled_from([None, "gpu:NoSchedule", "gpu:PreferNoSchedule"]),
+              st.integers(0, 4000), st.integers(0, 4096), st.integers(0, 2000),
+              st.sampled_from([True, True, True, False])),
+    min_size=1, max_size=10, unique_by=lambda n: n.name)
+
+requests_strategy = st.lists(st.builds(
+    lambda dep, cpu, mem, arch, country, tolerate, port, bound, per_node, per_site, apart,
+    spread: Request(
+        deployment=dep, slot=0, generation=1, labels={"app": dep}, cpu_millis=cpu,
+        memory_bytes=mem * MiB, node_selector=Selector(match_labels={"arch": arch} if arch else {}),
+        countries=(country,) if country else (),
+        tolerations=(Toleration(key="dedicated", value="gpu"),) if tolerate else (),
+        host_ports=(port,) if port else (),
+        users=(Users(name="eu", source="berlin", max_rtt_ms=bound),),
+        max_per_node=per_node, max_per_site=per_site,
+        apart=(Apart(selector=Selector(match_labels={"app": "db"}), scope=apart),) if apart
+        else (),
+        spread=(Spread(scope=Scope.REGION, max_skew=1, required=True),) if spread else ()),
+    st.sampled_from(["web", "db"]), st.integers(0, 2000), st.integers(0, 2048),
+    st.sampled_from([None, "arm64", "amd64"]), st.sampled_from([None, "de", "us"]),
+    st.booleans(), st.sampled_from([None, 80]), st.sampled_from([None, 20.0, 60.0]),
+    st.integers(0, 2), st.integers(0, 3), st.sampled_from([None, Scope.NODE, Scope.SITE]),
+    st.booleans()), min_size=1, max_size=8)
+
+
+@dataclass
+class Ledger:
+    """What the test itself knows is placed: cpu, memory, ports, replicas."""
+
+    cpu: Counter[str] = field(default_factory=Counter)
+    mem: Counter[str] = field(default_factory=Counter)
+    ports: dict[str, set[int]] = field(default_factory=dict)
+    replicas: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def rtt_of(node: Node) -> float:
+    return 10.0 + (7 * int(node.name[1:])) % 60
+
+
+def allowed(req: Request, node: Node, nodes: list[Node], ledger: Ledger) -> bool:
+    """Every rule except required spread, one node at a time, from first principles."""
+    cap = node.capacity
+    assert cap is not None
+    if node.state is not NodeState.READY:
+        return False
+    want = req.node_selector.match_labels.get("arch")
+    if want is not None and cap.arch != want:
+        return False
+    if req.countries and cap.labels["country"] not in req.countries:
+        return False
+    taint = cap.labels.get("taint.edgefed.io/dedicated")
+    if taint == "gpu:NoSchedule" and not req.tolerations:
+        return False
+    for users in req.users:
+        if users.max_rtt_ms is not None and rtt_of(node) > users.max_rtt_ms:
+            return False
+    free_cpu = cap.allocatable.cpu_millis - cap.used.cpu_millis - ledger.cpu[node.name]
+    free_mem = cap.allocatable.memory_bytes - cap.used.memory_bytes - ledger.mem[node.name]
+    if req.cpu_millis > free_cpu or req.memory_bytes > free_mem:
+        return False
+    if set(req.host_ports) & ledger.ports.get(node.name, set()):
+        return False
+    mine = ledger.replicas.get(req.deployment, Counter())
+    if req.max_per_node and mine[node.name] >= req.max_per_node:
+        return False
+    same_site = [n.name for n in nodes if n.site == node.site]
+    if req.max_per_site and sum(mine[n] for n in same_site) >= req.max_per_site:
+        return False
+    for term in req.apart:
+        db = ledger.replicas.get("db", Counter())
+        near = [node.name] if term.scope is Scope.NODE else same_site
+        if sum(db[n] for n in near):
+            return False
+    return True
+
+
+def spread_allows(req: Request, node: Node, plain: list[Node], ledger: Ledger,
+                  site_of: Mapping[str, str]) -> bool:
+    """Required spread over regions: the node's region may then hold at most maxSkew
+    more than the emptiest region among the nodes every other rule allows."""
+    if not req.spread:
+        return True
+    mine = ledger.replicas.get(req.deployment, Counter())
+
+    def held(region: str) -> int:
+        return sum(c for name, c in mine.items() if SITES[site_of[name]]["region"] == region)
+    low = min(held(SITES[n.site]["region"]) for n in plain)
+    return held(SITES[node.site]["region"]) + 1 - low <= req.spread[0].max_skew
+
+
+def without_rtt(reason: str) -> str:
+    return re.sub(r"^(rtt from \S+) [\d.]+ms >", r"\1 >", reason)
+
+
+@settings(max_examples=80, deadline=None)
+@given(nodes=nodes_strategy, reqs=requests_strategy)
+def test_placements_obey_every_rule_and_explain_themselves(nodes: list[Node],
+                                                           reqs: list[Request]) -> None:
+    site_of = {n.name: n.site for n in nodes}
+    rtt = TableRtt({("berlin", n.name): rtt_of(n) for n in nodes})
+    rnd = Round(nodes=nodes, rtt=rtt)
+    ledger = Ledger()
+    for slot, base in enumerate(reqs):
+        req = Request(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
+                         "slot": slot})
+        plain = [n for n in nodes if allowed(req, n, nodes, ledger)]
+        fits = [n for n in plain if spread_allows(req, n, plain, ledger, site_of)]
+        totals, _ = score(req, rnd)
+        refused = [n for n in nodes if n not in fits]
+        said = {n.name: refusals(req, n, rnd) for n in nodes}  # before place() reserves
+        decision = place(req, rnd)
+        explanation = decision.explanation
+
+        # The decision agrees with the plain predicate.
+        assert explanation.feasible == len(fits)
+        assert (decision.node is None) == (not fits)
+        if decision.node is not None:
+            assert decision.node in {n.name for n in fits}
+            # The winner has the highest total of every node that fits, ties by the hash.
+            rows = np.array([rnd.index[n.name] for n in fits])
+            best = totals[rows].max()
+            tied = rows[totals[rows] == best]
+            expected = tied[np.argmin(tie_keys(req, rnd, tied))]
+            assert decision.node == rnd.node_names[int(expected)]
+            assert explanation.ranked[0].total == best
+            assert [r.total for r in explanation.ranked] == sorted(
+                (r.total for r in explanation.ranked), reverse=True)
+        # The histogram counts every reason of every refused node, and nothing else.
+        reasons = [r.reason for n in refused for r in said[n.name]]
+        assert all(said[n.name] for n in refused)
+        assert not any(said[n.name] for n in fits)
+        assert sum(explanation.rejections.values()) == len(reasons)
+        # Per node an RTT reason names the node's own RTT; the histogram names the lowest
+        # of the group (how close the nearest refused node comes).
+        assert Counter(map(without_rtt, reasons)) == Counter(
+            {without_rtt(r): c for r, c in explanation.rejections.items()})
+
+        if decision.node is not None:
+            ledger.cpu[decision.node] += req.cpu_millis
+            ledger.mem[decision.node] += req.memory_bytes
+            ledger.ports.setdefault(decision.node, set()).update(req.host_ports)
+            ledger.replicas.setdefault(req.deployment, Counter())[decision.node] += 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(nodes=nodes_strategy, reqs=requests_strategy)
+def test_the_order_of_the_nodes_does_not_change_decisions(nodes: list[Node],
+                                                         reqs: list[Request]) -> None:
+    rtt = TableRtt({("berlin", n.name): rtt_of(n) for n in nodes})
+    forward, backward = Round(nodes=nodes, rtt=rtt), Round(nodes=nodes[::-1], rtt=rtt)
+    for slot, base in enumerate(reqs):
+        req = Request(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
+                         "slot": slot})
+        a, b = place(req, forward), place(req, backward)
+        assert a.node == b.node
+        assert a.explanation.message == b.explanation.message
