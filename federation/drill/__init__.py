@@ -1,0 +1,1 @@
+"""Failure drills: scripted faults against a local federation, measured and reported."""
