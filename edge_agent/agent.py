@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError, RuntimeAdapterError
 from cloud_adapters.runtime import InstanceSpec, InstanceState, InstanceStatus, PortSpec, Runtime
 from edge_agent.capacity import HostProbe, host_arch, host_os
-from edge_agent.commands import LocalSlot, Verdict, Want, answer
+from edge_agent.commands import LocalSlot, Verdict, Want, answer, fence, to_fence
 from edge_agent.config import AgentConfig
+from edge_agent.probes import Probes
 from edge_agent.state import LocalState
 from federation import wire
 from federation.bus import Bus, Will, new_epoch
@@ -86,6 +87,14 @@ class Agent:
         self.wake = asyncio.Event()
         self.changed = asyncio.Event()
         self.bus: Bus | None = None
+        # Self-fencing: when this agent last heard from the broker (monotonic), and
+        # the controller's presence as last seen (None: not known yet) and since when.
+        self.last_contact = time.monotonic()
+        self.controller_online: bool | None = None
+        self.controller_since: float | None = None
+        self.fenced = 0  # singleton instances stopped by self-fencing since start
+        self.probes = Probes(config.node, config.landmarks, listen=config.probe_listen,
+                             peers=config.probe_peers, interval=config.probe_interval)
 
     # -- envelopes -------------------------------------------------------------
 
@@ -96,7 +105,8 @@ class Agent:
 
     def _presence(self, state: wire.PresenceState) -> bytes:
         return self._encode(wire.SCHEMA_PRESENCE, wire.Presence(
-            state=state, site=self.config.site, agent_version=VERSION))
+            state=state, site=self.config.site, agent_version=VERSION,
+            probe=self.probes.address if state is wire.PresenceState.ONLINE else ""))
 
     def _publish_event(self, event: wire.Event) -> None:
         assert self.bus is not None
@@ -111,7 +121,15 @@ class Agent:
         self.bus = Bus(
             self.config.broker,
             client_id=f"edgefed-agent-{node}",
-            subscriptions=[(self.topics.node(node, wire.NodeTopic.CMD), 1)],
+            subscriptions=[(self.topics.node(node, wire.NodeTopic.CMD), 1),
+                           # The controller's presence, and the echo of our own capacity
+                           # reports: proof of broker contact for self-fencing.
+                           (self.topics.controller_presence, 1),
+                           (self.topics.node(node, wire.NodeTopic.CAPACITY), 0)] + (
+                # Peers' presence carries their probe address (QoS 0: a missed one is
+                # learned again at their next connect).
+                [(self.topics.all_nodes(wire.NodeTopic.PRESENCE), 0)]
+                if self.config.probe_peers else []),
             # Built at every connect, so the will carries this connection's seq.
             will=lambda: Will(self.topics.node(node, wire.NodeTopic.PRESENCE),
                               self._presence(wire.PresenceState.OFFLINE)),
@@ -124,6 +142,8 @@ class Agent:
             asyncio.create_task(self._supervise_loop(), name="supervise"),
             asyncio.create_task(self._report_loop(), name="report"),
             asyncio.create_task(self._watch_broker(), name="broker watch"),
+            asyncio.create_task(self._fence_loop(), name="self-fencing"),
+            asyncio.create_task(self.probes.run(), name="rtt probes"),
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -140,12 +160,16 @@ class Agent:
         for task in [waiter, *tasks]:
             task.cancel()
         await asyncio.gather(waiter, *tasks, return_exceptions=True)
+        await self.probes.close()
         await self.runtime.close()
         self.state.close()
         return 1 if failed else 0
 
     async def _on_connect(self) -> None:
         assert self.bus is not None
+        self.last_contact = time.monotonic()
+        if self.bus.broker is not None:  # presence below advertises the echo listener
+            await self.probes.listen(self.bus.broker.host, self.bus.broker.port)
         self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.PRESENCE),
                          self._presence(wire.PresenceState.ONLINE), retain=True)
         self.changed.set()
@@ -171,17 +195,77 @@ class Agent:
         assert self.bus is not None
         while True:
             incoming = await self.bus.messages.get()
+            self.last_contact = time.monotonic()
             try:
-                _, message = wire.decode_from_topic(self.topics, incoming.topic, incoming.payload)
+                sender, message = wire.decode_from_topic(self.topics, incoming.topic,
+                                                         incoming.payload)
             except wire.Refused as exc:
                 self.counters.refuse(incoming.topic, exc, wire.sender_hint(incoming.payload))
                 continue
-            if isinstance(message.body, wire.Command):
+            if isinstance(message.body, wire.Presence) and sender is None:
+                self._controller_presence(message.body)
+            elif isinstance(message.body, wire.Presence) and sender is not None:
+                self.probes.learn(sender, message.body)
+            elif isinstance(message.body, wire.Command):
                 try:
                     await self._handle_command(message.body, message.sender)
                 except Exception:  # one command we failed on must not stop the agent
                     log.exception("failed to handle %s command from %s", message.body.op.value,
                                   message.sender)
+
+    def _controller_presence(self, presence: wire.Presence) -> None:
+        """Log when the controller goes and comes back; nothing else changes: every
+        instance keeps running from local state either way."""
+        online = presence.state is wire.PresenceState.ONLINE
+        if online == self.controller_online:
+            return
+        now = time.time()
+        if not online:
+            log.warning("controller offline since %s; running %d instance(s) from local state",
+                        time.strftime("%H:%M:%S", time.localtime(now)),
+                        sum(1 for s in self.slots.values() if s.want is Want.RUN))
+        elif self.controller_online is False and self.controller_since is not None:
+            log.info("controller back after %.1f s offline", now - self.controller_since)
+        self.controller_online, self.controller_since = online, now
+
+    def status(self) -> dict[str, object]:
+        """What this agent knows about its links, for operators and tests."""
+        return {"node": self.config.node, "broker_connected": bool(
+                    self.bus is not None and self.bus.connected.is_set()),
+                "broker_silent_for": round(time.monotonic() - self.last_contact, 1),
+                "controller_online": self.controller_online,
+                "controller_since": self.controller_since, "fenced": self.fenced}
+
+    # -- self-fencing ----------------------------------------------------------
+
+    async def _fence_loop(self) -> None:
+        """Stop singletons after their fence time without the broker: the controller
+        replaces them only once that time (plus a margin) has passed since it last heard
+        from this node, so the two never run at once. Other workloads keep running."""
+        while True:
+            await asyncio.sleep(0.5)
+            silent = time.monotonic() - self.last_contact
+            # A silence of a few report intervals is normal between echoes.
+            if silent < 3 * self.config.report_interval:
+                continue
+            for slot in to_fence(list(self.slots.values()), silent):
+                try:
+                    await self._fence(slot, silent)
+                except RuntimeAdapterError as exc:  # fenced on disk: supervise retries the stop
+                    log.warning("cannot stop %s yet: %s", slot.name, exc)
+
+    async def _fence(self, slot: LocalSlot, silent: float) -> None:
+        why = (f"self-fenced: no contact with the broker for {silent:.1f} s (singleton, fences "
+               f"after {slot.fence_after:g} s)")
+        log.warning("stopping %s generation %d: %s", slot.name, slot.generation, why)
+        fenced = fence(slot)
+        self.state.put(fenced)  # durable first: a restart while cut off must not revive it
+        self.slots[(slot.deployment, slot.slot)] = fenced
+        self.fenced += 1
+        for inst in [i for i in await self.runtime.list()
+                     if (i.deployment, i.slot) == (slot.deployment, slot.slot)]:
+            # Queued while offline (QoS 1): the controller reads why when it returns.
+            await self._stop(inst, why, grace=1.0)
 
     async def _handle_command(self, cmd: wire.Command, sender: str) -> None:
         name = f"{cmd.deployment}/{cmd.slot}"
@@ -270,20 +354,22 @@ class Agent:
         async with gate:
             try:
                 for inst in insts:
-                    if inst.generation < slot.generation or slot.want is Want.STOP:
+                    if inst.generation < slot.generation or slot.want is not Want.RUN:
                         await self._stop(inst, f"superseded by generation {slot.generation}"
-                                         if slot.want is Want.RUN else "stopped by the controller")
+                                         if slot.want is Want.RUN else "self-fenced"
+                                         if slot.want is Want.FENCED
+                                         else "stopped by the controller")
                 if slot.want is Want.RUN:
                     current = [i for i in insts if i.generation == slot.generation]
                     await self._keep_running(slot, current[0] if current else None, now)
             except RuntimeAdapterError as exc:  # one slot's trouble must not stall the others
                 log.warning("cannot supervise %s: %s", slot.name, exc)
 
-    async def _stop(self, inst: InstanceStatus, why: str) -> None:
+    async def _stop(self, inst: InstanceStatus, why: str, *, grace: float = 5.0) -> None:
         log.info("stopping %s/%d generation %d: %s", inst.deployment, inst.slot,
                  inst.generation, why)
         with contextlib.suppress(InstanceNotFound):
-            await self.runtime.stop(inst.runtime_id)
+            await self.runtime.stop(inst.runtime_id, grace=grace)
         self._remember(inst, gone=True)
         self._publish_instance(inst, InstanceState.STOPPED, reason=why)
 
@@ -405,6 +491,7 @@ class Agent:
             labels=self.config.labels, allocatable=self.probe.allocatable(),
             used=wire.Resources(cpu_millis=used_cpu, memory_bytes=used_mem, disk_bytes=0),
             images=self.images, instances=tuple(reports), interval=self.config.report_interval,
+            rtt_ms=self.probes.rtt_ms(),
         )
 
     async def _report_loop(self) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from federation.wire import DEFAULT_ROOT, NODE_ID_RE, ROOT_RE
+from federation.bus import BadBrokerURL, parse_brokers
+from federation.wire import DEFAULT_ROOT, NODE_ID_RE, ROOT_RE, split_address
 from policies.quantity import QuantityError, parse_cpu, parse_memory
 
 RUNTIMES = ("auto", "docker", "process")
@@ -35,6 +36,14 @@ class AgentConfig:
     report_interval: float = 5.0
     cpu_millis: int | None = None
     memory_bytes: int | None = None
+    # RTT probes (edge_agent/probes.py): landmark name -> HOST:PORT of any TCP
+    # service near the users it stands for; the echo listener peers probe (auto:
+    # an ephemeral port on the broker-facing address; off; HOST:PORT); how many
+    # peers to probe (0: none); seconds between two probes.
+    landmarks: dict[str, str] = field(default_factory=dict)
+    probe_listen: str = "auto"
+    probe_peers: int = 8
+    probe_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for what, value in (("node", self.node), ("site", self.site)):
@@ -47,6 +56,27 @@ class AgentConfig:
             raise ConfigError(f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if not 0.2 <= self.report_interval <= 300:
             raise ConfigError("report interval must be between 0.2 and 300 seconds")
+        _check_probes(self)
+
+
+def _check_probes(config: AgentConfig) -> None:
+    for name, address in config.landmarks.items():
+        if not NODE_ID_RE.match(name):
+            raise ConfigError(f"landmark {name!r}: use letters, digits, '.', '_' or '-' "
+                              "(at most 63 characters)")
+        try:
+            split_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"landmark {name}: {exc}") from None
+    if config.probe_listen not in ("auto", "off"):
+        host, _, port = config.probe_listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"probe listen {config.probe_listen!r}: expected auto, off or "
+                              "HOST:PORT (port 0 for any free port)")
+    if type(config.probe_peers) is not int or not 0 <= config.probe_peers <= 64:
+        raise ConfigError("probe peers must be an integer between 0 and 64")
+    if not 0.05 <= config.probe_interval <= 3600:
+        raise ConfigError("probe interval must be between 0.05 and 3600 seconds")
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -65,7 +95,9 @@ def parse_labels(text: str | None) -> dict[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file with the settings below")
-    parser.add_argument("--broker", help="mqtt://HOST:PORT (comma-separated list to fail over)")
+    parser.add_argument("--broker", action="append", metavar="URL",
+                        help="mqtt://HOST:PORT; repeat it (or comma-separate) to give brokers "
+                        "to fail over to, tried in order")
     parser.add_argument("--site", help="site this node belongs to, e.g. factory-berlin")
     parser.add_argument("--node", help="node id, unique in the federation (default: hostname)")
     parser.add_argument("--labels", help="node labels, k=v,k2=v2 (e.g. region=eu,tier=edge)")
@@ -78,6 +110,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between capacity reports (default 5)")
     parser.add_argument("--cpu", help="allocatable cpu, e.g. 2 or 1500m (default: all cores)")
     parser.add_argument("--memory", help="allocatable memory, e.g. 2Gi (default: all memory)")
+    parser.add_argument("--landmark", action="append", default=[], metavar="NAME=HOST:PORT",
+                        help="measure RTT to this TCP endpoint and report it as NAME "
+                        "(repeatable; policies name it in users[].landmark)")
+    parser.add_argument("--probe-listen", metavar="auto|off|HOST:PORT",
+                        help="RTT echo listener peers probe (default auto: any free port on "
+                        "the address the broker is reached from)")
+    parser.add_argument("--probe-peers", type=int,
+                        help="peers to measure RTT to at a time (default 8; 0: none)")
+    parser.add_argument("--probe-interval", type=float,
+                        help="seconds between two RTT probes, jittered (default 1)")
 
 
 def from_args(args: argparse.Namespace) -> AgentConfig:
@@ -85,14 +127,21 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
     if args.config is not None:
         settings = load_yaml(args.config)
     flags = {
-        "broker": args.broker, "site": args.site, "node": args.node, "runtime": args.runtime,
+        "broker": ",".join(args.broker) if args.broker else None,
+        "site": args.site, "node": args.node, "runtime": args.runtime,
         "state_dir": args.state_dir, "report_interval": args.report_interval,
+        "probe_listen": args.probe_listen, "probe_peers": args.probe_peers,
+        "probe_interval": args.probe_interval,
     }
     settings.update({k: v for k, v in flags.items() if v is not None})
     if args.labels is not None:
         settings["labels"] = parse_labels(args.labels)
     if args.container_label:
         settings["container_labels"] = parse_labels(",".join(args.container_label))
+    if args.landmark:
+        # Flags add to (and override by name) the landmarks of --config.
+        settings["landmarks"] = {**settings.get("landmarks", {}),
+                                 **dict(_landmark(item) for item in args.landmark)}
     try:
         if args.cpu is not None:
             settings["cpu_millis"] = parse_cpu(args.cpu)
@@ -105,13 +154,25 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
     for required in ("broker", "site"):
         if not settings.get(required):
             raise ConfigError(f"--{required} is required (or `{required}:` in --config)")
+    try:  # a bad URL is refused here, before anything starts
+        parse_brokers(settings["broker"])
+    except BadBrokerURL as exc:
+        raise ConfigError(str(exc)) from None
     if "state_dir" in settings:
         settings["state_dir"] = Path(settings["state_dir"])
     return AgentConfig(**settings)
 
 
+def _landmark(text: str) -> tuple[str, str]:
+    name, sep, address = text.partition("=")
+    if not sep or not name.strip() or not address.strip():
+        raise ConfigError(f"--landmark {text!r} must be written NAME=HOST:PORT")
+    return name.strip(), address.strip()
+
+
 _YAML_KEYS = {"broker", "site", "node", "labels", "runtime", "state_dir", "topic_root",
-              "container_labels", "report_interval", "cpu", "memory"}
+              "container_labels", "report_interval", "cpu", "memory", "landmarks",
+              "probe_listen", "probe_peers", "probe_interval"}
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -128,7 +189,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
                           f"known: {', '.join(sorted(_YAML_KEYS))}")
     out = dict(raw)
-    for key in ("labels", "container_labels"):
+    if isinstance(out.get("broker"), list):  # `broker: [mqtt://a, mqtt://b]`
+        out["broker"] = ",".join(str(b) for b in out["broker"])
+    for key in ("labels", "container_labels", "landmarks"):
         if key in out and not isinstance(out[key], dict):
             raise ConfigError(f"{path}: {key} must be a mapping")
         if key in out:

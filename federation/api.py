@@ -24,6 +24,7 @@ from policies.model import (
 
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 MAX_BODY = 1024 * 1024
+MAX_RTT_ROWS = 50_000  # GET /api/v1/rtt lists every source's RTT to every node up to this
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -91,8 +92,28 @@ async def get_nodes(request: web.Request) -> web.Response:
             "used": _res(cap.used) if cap else zero,
             "instances": len(node.instances), "images": list(cap.images) if cap else [],
             "last_seen_seconds": round(now - node.last_seen, 1),
+            # Failover (docs/failover.md): how long out of contact (0 while in contact),
+            # until when a flapping node is held Suspect, an operator's confirmation.
+            "out_of_contact_seconds": round(node.out_of_contact(now), 1),
+            "held_until": node.held_until if node.held_until > now else None,
+            "confirmed_lost": node.confirmed_lost,
         })
     return web.json_response({"items": items})
+
+
+async def confirm_lost(request: web.Request) -> web.Response:
+    """An operator confirms a node out of contact is gone: its replicas, singletons
+    included, are replaced now instead of after their grace."""
+    c = _controller(request)
+    name = request.match_info["node"]
+    try:
+        c.confirm_lost(name)
+    except LookupError as exc:
+        return _error(404, str(exc).strip("'\""))
+    except ValueError as exc:
+        return _error(409, str(exc))
+    node = c.inventory.nodes[name]
+    return web.json_response({"name": name, "state": node.state.value, "reason": node.reason})
 
 
 def _res(r: Any) -> dict[str, int]:
@@ -115,6 +136,7 @@ def _deployment_item(c: Controller, name: str) -> dict[str, Any]:
         "placed": sum(1 for (d, _), s in c.slots.items() if d == name and s.node),
         "revision": record.revision, "image": spec.container.image,
         "strategy": spec.placement.strategy, "deleted": record.deleted,
+        "rollout": c.rollout_status(name),
     }
 
 
@@ -218,7 +240,8 @@ def _apply_checked(c: Controller, spec: Deployment, *, allow_pending: bool, caus
                        if p.warning and bound]
     extra = {**extra, "policies": bound, "warnings": unenforced(effective) + merged_warnings}
     if not allow_pending and not unchanged:
-        plan = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs())
+        plan = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs(),
+                       rtt=c.latency)
         stuck = [p for p in plan if p.node is None]
         if stuck:
             return _error(409, f"{len(stuck)} of {spec.replicas} replica(s) of {spec.name} "
@@ -319,7 +342,8 @@ async def plan(request: web.Request) -> web.Response:
 def _plan_one(c: Controller, spec: Deployment,
               policies: dict[str, PlacementPolicy]) -> dict[str, Any]:
     effective, bound = c.merged(spec, policies)
-    planned = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs())
+    planned = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs(),
+                      rtt=c.latency)
     return {
         "name": spec.name, "policies": bound, "warnings": unenforced(effective),
         "summary": dict(Counter(p.change.value for p in planned)),
@@ -391,7 +415,8 @@ def _stuck_under(c: Controller, policies: dict[str, PlacementPolicy]) -> list[di
         if effective == specs[name]:
             continue
         stuck += [{"slot": f"{name}/{p.slot}", "message": p.message}
-                  for p in dry_run(effective, nodes, c.slots, specs) if p.node is None]
+                  for p in dry_run(effective, nodes, c.slots, specs, rtt=c.latency)
+                  if p.node is None]
     return stuck
 
 
@@ -401,6 +426,27 @@ async def delete_policy(request: web.Request) -> web.Response:
     if not c.delete_policy(name):
         return _error(404, f"placement policy {name} not found")
     return web.json_response({"name": name, "deleted": True})
+
+
+async def get_rtt(request: web.Request) -> web.Response:
+    """The RTT matrix, read-only: endpoints (nodes and landmarks) with their Vivaldi
+    coordinates and error, measured pairs with age and estimate, and the RTT from
+    each source (every landmark and site, or ``?from=NAME``) to every node."""
+    c = _controller(request)
+    source = request.query.get("from")
+    if source is not None and source not in c.latency.landmarks() + c.latency.sites():
+        return _error(404, f"no landmark or site {source!r} in the RTT matrix (landmarks: "
+                      f"{', '.join(c.latency.landmarks()) or 'none'}; sites: "
+                      f"{', '.join(c.latency.sites()) or 'none'})")
+    sources = None if source is None else [source]
+    everything = len(c.latency.nodes()) * (len(c.latency.landmarks()) + len(c.latency.sites()))
+    if sources is None and everything > MAX_RTT_ROWS:
+        sources = []  # a big fleet: every source to every node is too much for one answer
+    doc = c.latency.snapshot(time.time(), sources)
+    if sources == [] and source is None:
+        doc["sources_omitted"] = (f"{everything} source/node rows; ask for one source with "
+                                  "?from=NAME")
+    return web.json_response(doc)
 
 
 async def pod_logs(request: web.Request) -> web.Response:
@@ -429,7 +475,9 @@ def make_app(controller: Controller) -> web.Application:
         web.get("/api/v1/healthz", healthz),
         web.get("/api/v1/stats", stats),
         web.get("/api/v1/nodes", get_nodes),
+        web.post("/api/v1/nodes/{node}/confirm-lost", confirm_lost),
         web.get("/api/v1/sites", get_sites),
+        web.get("/api/v1/rtt", get_rtt),
         web.get("/api/v1/deployments", get_deployments),
         web.get("/api/v1/deployments/{name}", get_deployment),
         web.put("/api/v1/deployments/{name}", put_deployment),

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 OK, FAILED, USAGE = 0, 1, 2
 # Subcommands that are whole programs with their own argparse.
-_DELEGATED = {"controller": "federation.controller", "agent": "edge_agent.cli"}
+_DELEGATED = {"controller": "federation.controller", "agent": "edge_agent.cli",
+              "drill": "federation.drill.cli"}
 _DEPLOYMENT_KINDS = ("deployment", "deployments", "deploy")
 _POLICY_KINDS = ("placementpolicy", "placementpolicies", "pp")
 
@@ -85,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_globals(parser, argparse_default=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("controller", "run the federation controller (see its --help)"),
-                       ("agent", "run an agent on this node (see its --help)")):
+                       ("agent", "run an agent on this node (see its --help)"),
+                       ("drill", "rehearse failures: edgefed drill run FILE|NAME, "
+                        "edgefed drill list")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -114,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "edgefed get pods web -o wide")
     p.add_argument("kind", type=_kind, metavar="KIND", help="nodes, sites, deployments, pods or "
                    "placementpolicies (also node, site, deployment/deploy, pod/po, "
-                   "placementpolicy/pp)")
+                   "placementpolicy/pp); rtt for round-trip times from landmarks and sites")
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="show only this one (for pods: a pod or a deployment name)")
     p.add_argument("-o", "--output", choices=FORMATS, default="table")
+    p.add_argument("--from", dest="source", metavar="SOURCE",
+                   help="for `get rtt`: only the RTT from this landmark or site")
     p = command("describe", _describe, "show a deployment in detail: where each replica runs "
                 "and why", "edgefed describe deployment web")
     p.add_argument("kind", choices=_DEPLOYMENT_KINDS, metavar="deployment")
@@ -133,9 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "edgefed logs web/0 --tail 50")
     p.add_argument("pod", type=_pod, metavar="POD", help="DEPLOYMENT/SLOT, e.g. web/0 (or web-0)")
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
-    p = command("rollout", _rollout_usage, "list the revisions of a deployment or go back to one",
-                "edgefed rollout history web\n  edgefed rollout undo web --to-revision 2")
+    p = command("rollout", _rollout_usage, "list the revisions of a deployment, go back to one, "
+                "or follow its rollout", "edgefed rollout history web\n  edgefed rollout undo "
+                "web --to-revision 2\n  edgefed rollout status web")
     _add_rollout(p)
+    p = command("confirm-lost", _confirm_lost, "confirm that a node out of contact is gone: "
+                "its replicas, singletons included, are replaced now instead of after their "
+                "grace", "edgefed confirm-lost pi-berlin-3")
+    p.add_argument("node", metavar="NODE")
     return parser
 
 
@@ -146,6 +156,8 @@ def _add_rollout(parent: argparse.ArgumentParser) -> None:
          "edgefed rollout history web -o yaml"),
         ("undo", _rollout_undo, "apply an earlier revision again, as a new revision (default: "
          "the revision before the current one)", "edgefed rollout undo web --to-revision 2"),
+        ("status", _rollout_status, "show a deployment's rollout and wait until it is done "
+         "(exit 1 if it paused or was rolled back)", "edgefed rollout status web --timeout 120"),
     ):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                            epilog=f"example:\n  {example}",
@@ -156,6 +168,11 @@ def _add_rollout(parent: argparse.ArgumentParser) -> None:
                        help="the deployment (also deployment/NAME)")
         if name == "history":
             p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        elif name == "status":
+            p.add_argument("--no-wait", dest="wait", action="store_false",
+                           help="print the status once and return")
+            p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                           help="give up waiting after this long (default 600)")
         else:
             p.add_argument("--to-revision", type=_revision, metavar="N",
                            help="the revision to go back to (see `edgefed rollout history`)")
@@ -180,6 +197,8 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
 
 
 def _kind(text: str) -> str:
+    if text.lower() == "rtt":  # the RTT matrix: rows of (source, node), not named items
+        return "rtt"
     try:
         return resource_kind(text)
     except ValueError as exc:
@@ -425,6 +444,10 @@ def _words(kind: str) -> tuple[str, str]:
 def _get(args: argparse.Namespace) -> int:
     from federation.output import render_data, render_items, select
 
+    if args.kind == "rtt":
+        return _get_rtt(args)
+    if args.source is not None:
+        return _fail("--from applies to `edgefed get rtt` only", code=USAGE)
     if args.kind == "deployments" and args.name is not None and args.output in ("json", "yaml"):
         return _get_document(args)
     resp = _client(args).get(f"/api/v1/{args.kind}")
@@ -443,6 +466,32 @@ def _get(args: argparse.Namespace) -> int:
         print(f"no {_words(args.kind)[1]} found", file=sys.stderr)
         return OK
     sys.stdout.write(render_items(args.kind, shown, args.output))
+    return OK
+
+
+def _get_rtt(args: argparse.Namespace) -> int:
+    """`edgefed get rtt [NODE] [--from SOURCE]`: RTT from each landmark and site to
+    each node, measured or estimated (-o json: the rows as the API gives them)."""
+    from federation.output import render_data, render_rtt
+
+    try:
+        resp = _client(args).get("/api/v1/rtt",
+                                 query={"from": args.source} if args.source else None)
+    except ApiError as exc:
+        if exc.status == 404:
+            return _fail(exc.message)
+        raise
+    rows = resp.get("sources") if isinstance(resp, dict) else None
+    if not isinstance(rows, list):
+        return _fail("unexpected answer to GET /api/v1/rtt: no list of sources")
+    rows = [r for r in rows if isinstance(r, dict)
+            and (args.name is None or r.get("node") == args.name)]
+    if args.output in ("json", "yaml"):
+        sys.stdout.write(render_data(rows, args.output))
+    elif not rows:
+        print("no rtt data yet (agents report it with their capacity)", file=sys.stderr)
+    else:
+        sys.stdout.write(render_rtt(rows, resp, wide=args.output == "wide"))
     return OK
 
 
@@ -520,7 +569,43 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _rollout_usage(args: argparse.Namespace) -> int:
-    raise UsageError("expected `edgefed rollout history NAME` or `edgefed rollout undo NAME`")
+    raise UsageError("expected `edgefed rollout history|undo|status NAME`")
+
+
+def _rollout_status(args: argparse.Namespace) -> int:
+    """Print the rollout's progress each time it changes, until it completes, pauses or
+    is rolled back (or ``--timeout``)."""
+    from federation.output import format_rollout
+
+    deadline = time.monotonic() + args.timeout
+    shown = ""
+    while True:
+        try:
+            resp = _fetch_deployment(args)
+        except _NotFound as exc:
+            return _fail(str(exc))
+        rollout = resp.get("rollout") if isinstance(resp, dict) else None
+        if not isinstance(rollout, dict):
+            print(f"deployment {args.name} has had no rollout (revision "
+                  f"{resp.get('revision', '?') if isinstance(resp, dict) else '?'})")
+            return OK
+        # A new line when the rollout moves on, not for each second of a countdown.
+        key = repr([rollout.get(k) for k in ("phase", "batch", "updated", "failed", "paused",
+                                             "rolled_back", "to_revision")])
+        if key != shown:
+            print(format_rollout(rollout), flush=True)
+            shown = key
+        if rollout.get("paused"):
+            return _fail(f"rollout of {args.name} paused: {rollout['paused']}")
+        if rollout.get("done"):
+            if rollout.get("rolled_back"):
+                return _fail(f"rollout of {args.name}: {rollout['rolled_back']}")
+            return OK
+        if not args.wait:
+            return OK
+        if time.monotonic() > deadline:
+            return _fail(f"rollout of {args.name} not done after {args.timeout:g}s")
+        time.sleep(1.0)  # polling the controller's API: the one way the CLI can wait
 
 
 def _rollout_history(args: argparse.Namespace) -> int:
@@ -562,6 +647,14 @@ def _rollout_undo(args: argparse.Namespace) -> int:
     else:
         print(f"deployment.edgefed.io/{name} unchanged: "
               f"{resp.get('message') or 'nothing to change'} (revision {revision})")
+    return OK
+
+
+def _confirm_lost(args: argparse.Namespace) -> int:
+    resp = _client(args).confirm_lost(args.node)
+    resp = resp if isinstance(resp, dict) else {}
+    print(f"node/{args.node} {resp.get('state', 'Lost')}: "
+          f"{resp.get('reason') or 'confirmed lost'}")
     return OK
 
 

@@ -95,6 +95,10 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
+    def confirm_lost(self, node: str) -> Any:
+        """Tell the controller node ``node`` is gone for good (``edgefed confirm-lost``)."""
+        return self.post(f"/api/v1/nodes/{quote(node)}/confirm-lost", None)
+
     def request(
         self,
         method: str,

@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from federation import wire
+from federation import rollout, wire
 from federation.bus import Bus, Will, new_epoch
+from federation.failover import Throttle, fence_after
 from federation.inventory import Inventory, Liveness, NodeState
+from federation.latency import RttMatrix
 from federation.model import (
     CommandKey,
     DeploymentRecord,
@@ -34,9 +36,20 @@ from federation.model import (
     SlotRecord,
 )
 from federation.planning import misplaced, new_round, request_for
-from federation.reconcile import RESEND_AFTER, Forget, Place, Purge, Run, Stop, reconcile
+from federation.reconcile import (
+    RESEND_AFTER,
+    Forget,
+    Place,
+    Purge,
+    Reclaim,
+    Run,
+    Stop,
+    reconcile,
+)
+from federation.rollout import Replica, RolloutState
 from federation.scheduler import place
 from federation.store import Store
+from policies.errors import PolicyError
 from policies.merge import effective_deployment
 from policies.model import Deployment, PlacementPolicy, deployment_from_document
 
@@ -55,11 +68,12 @@ class Inflight:
 
 class Controller:
     def __init__(self, *, broker: str, db: Path, topic_root: str = wire.DEFAULT_ROOT,
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None, throttle: Throttle | None = None) -> None:
         self.broker_url = broker
         self.topics = wire.Topics(topic_root)
         self.store = Store(db)
         self.inventory = Inventory(liveness=liveness or Liveness())
+        self.latency = RttMatrix()  # measured RTTs + Vivaldi estimates, fed by capacity reports
         loaded = self.store.load_desired()
         self.deployments: dict[str, DeploymentRecord] = dict(loaded.deployments)
         self.slots: dict[SlotKey, SlotRecord] = dict(loaded.slots)
@@ -79,6 +93,15 @@ class Controller:
         self.bus: Bus | None = None
         self._last_unschedulable: dict[SlotKey, str] = {}
         self._effective: dict[str, tuple[Deployment, list[str]]] = {}
+        # Failover (federation.failover): the replacement rate limit (None: unlimited),
+        # and for each slot a failover replacement moved, the node it left (keep-original).
+        self.throttle = throttle
+        self.replaced_from: dict[SlotKey, str] = {}
+        self._deferred = 0
+        # Paced rollouts (federation.rollout), stored so a restart resumes them; and when
+        # each instance (node, deployment, slot, generation) was first seen running.
+        self.rollouts: dict[str, RolloutState] = self.store.load_rollouts()
+        self.running_since: dict[tuple[str, str, int, int], float] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -158,6 +181,7 @@ class Controller:
             after = self.inventory.observe_capacity(node, message.epoch, body, now)
             self._note_node_change(before.state if before else None, after.state, node,
                                    after.reason, now)
+            self._observe_rtt(node, body, now)
             for key in [k for k in self.instances if k[0] == node]:
                 del self.instances[key]
             for inst in body.instances:
@@ -165,6 +189,11 @@ class Controller:
             self.wake.set()
         elif isinstance(body, wire.Event):
             self._on_event(node, body, now)
+
+    def _observe_rtt(self, node: str, body: wire.Capacity, now: float) -> None:
+        ignored = self.latency.observe(node, body.site, body.rtt_ms, now)
+        if ignored:  # said once per node until its report changes
+            log.warning("capacity from %s: ignored rtt_ms entries: %s", node, ignored)
 
     def _note_node_change(self, before: NodeState | None, after: NodeState, node: str,
                           reason: str, now: float) -> None:
@@ -251,7 +280,8 @@ class Controller:
     def observed(self, now: float) -> Observed:
         # A command to a Lost node sits in its persistent session: remember it for the
         # whole outage, so it is queued once, not every RESEND_AFTER.
-        lost = {n.name for n in self.inventory.nodes.values() if n.state is NodeState.LOST}
+        lost = {n.name for n in self.inventory.nodes.values()
+                if n.state is NodeState.LOST or n.unreachable_since is not None}
         self.sent = {k: at for k, at in self.sent.items()
                      if now - at < RESEND_AFTER or k[0] in lost}
         stale = [cid for cid, f in self.inflight.items() if now - f.sent_at > INFLIGHT_EXPIRY]
@@ -281,34 +311,98 @@ class Controller:
                                     f"node {node.name} is {node.state.value}: {node.reason}",
                                     node=node.name)
             log.info("node %s -> %s (%s)", node.name, node.state.value, node.reason)
+        waiting, holds = self.pace_rollouts(now)  # first: a rollback changes the desired state
         desired = self.desired()
         live = {n: d.spec for n, d in desired.deployments.items() if not d.deleted}
         must_move = misplaced(live, self.slots.values(), self.inventory.nodes.values())
-        actions = reconcile(desired, self.observed(now), now, misplaced=must_move)
-        places = [a for a in actions if isinstance(a, Place)]
+        actions = reconcile(desired, self.observed(now), now, misplaced=must_move,
+                            waiting=waiting, grace=self.inventory.liveness.lost_after,
+                            replaced_from=self.replaced_from)
+        places = self._rate_limit([a for a in actions if isinstance(a, Place)], now)
         if places:
             self._place(places, now)
+            self._refund(places)
         for action in actions:
             if isinstance(action, Run):
                 self._send_run(self.slots.get(action.slot.key, action.slot), now)
             elif isinstance(action, Stop):
-                self._send_stop(action, now)
+                if (action.deployment, action.index) not in holds:  # surge: old runs on
+                    self._send_stop(action, now)
+            elif isinstance(action, Reclaim):
+                self._reclaim(action, now)
             elif isinstance(action, Forget):
+                self.replaced_from.pop((action.deployment, action.index), None)
                 self.slots.pop((action.deployment, action.index), None)
                 self.store.forget_slot(action.deployment, action.index)
             elif isinstance(action, Purge):
                 self.deployments.pop(action.deployment, None)
                 self._effective.pop(action.deployment, None)
+                self.rollouts.pop(action.deployment, None)
                 self.store.purge(action.deployment)
                 self.store.record_event(now, "Deleted", f"deployment {action.deployment} "
                                         "deleted; every instance stopped",
                                         deployment=action.deployment)
 
+    # -- failover (federation.failover) ----------------------------------------
+
+    def _rate_limit(self, places: list[Place], now: float) -> list[Place]:
+        """``places`` with failover replacements beyond the rate limit left for a later
+        pass (reconcile asks for them again); other placements are never held back."""
+        replacing = [p for p in places if p.failover]
+        if self.throttle is None or not replacing:
+            return places
+        granted, self.throttle = self.throttle.take(len(replacing), now)
+        deferred = len(replacing) - granted
+        if deferred and deferred != self._deferred:
+            log.warning("deferring %d replacement(s) to a later pass: at most %g per second "
+                        "(burst %g)", deferred, self.throttle.rate, self.throttle.burst)
+        self._deferred = deferred
+        held = {id(p) for p in replacing[granted:]}
+        return [p for p in places if id(p) not in held]
+
+    def _refund(self, places: list[Place]) -> None:
+        """Give back the rate limit's tokens of replacements that found no node."""
+        unplaced = sum(1 for p in places if p.failover and (
+            (s := self.slots.get(p.slot.key)) is None or s.generation == p.slot.generation))
+        if self.throttle is not None and unplaced:
+            self.throttle = self.throttle.give_back(unplaced)
+
+    def _reclaim(self, action: Reclaim, now: float) -> None:
+        """keep-original: the slot runs on its original node again, at a generation above
+        the replacement's; the next pass stops the replacement as superseded."""
+        current = self.slots.get(action.slot.key)
+        if current is None or current.generation != action.slot.generation:
+            return  # the slot changed meanwhile: the next pass decides again
+        generation = self.store.next_generation(action.slot.deployment, action.slot.index,
+                                                action.generation)
+        slot = replace(current, node=action.node, generation=generation,
+                       revision=action.revision, assigned_at=now,
+                       template=self.deployments[current.deployment].template)
+        self.slots[slot.key] = slot
+        self.replaced_from.pop(slot.key, None)
+        self.store.save_slot(slot)
+        self.store.record_event(now, "KeptOriginal", f"{slot.name} generation {generation} -> "
+                                f"{action.node}: {action.reason}", deployment=slot.deployment,
+                                slot=slot.index, node=action.node)
+        log.info("%s: %s", slot.name, action.reason)
+        self._send_run(slot, now)
+
+    def confirm_lost(self, node: str) -> None:
+        """An operator says ``node`` is gone: its replicas, singletons included, are
+        replaced now. LookupError if unknown, ValueError while it is in contact."""
+        now = time.time()
+        after = self.inventory.confirm_lost(node, now)
+        self.store.record_event(now, "NodeLost", f"node {node} is Lost: {after.reason}",
+                                node=node)
+        log.warning("node %s confirmed lost by an operator", node)
+        self.wake.set()
+
     def _place(self, places: list[Place], now: float) -> None:
         specs = self.specs()
         moving = {p.slot.key for p in places}
         rnd = new_round(self.inventory.nodes.values(),
-                        [s for k, s in self.slots.items() if k not in moving], specs)
+                        [s for k, s in self.slots.items() if k not in moving], specs,
+                        rtt=self.latency)
         for p in places:
             spec = specs[p.slot.deployment]
             generation = self.store.next_generation(p.slot.deployment, p.slot.index, p.generation)
@@ -336,6 +430,10 @@ class Controller:
                               node=decision.node,
                               assigned_at=now, explanation=expl)
             self.slots[slot.key] = slot
+            if p.failover and p.slot.node is not None:
+                self.replaced_from[slot.key] = p.slot.node
+            else:
+                self.replaced_from.pop(slot.key, None)
             self.store.save_slot(slot)
             self.store.record_event(now, "Scheduled", f"{slot.name} generation {generation} -> "
                                     f"{decision.node} ({p.reason}): {expl['message']}",
@@ -354,20 +452,36 @@ class Controller:
 
     def _send_run(self, slot: SlotRecord, now: float) -> None:
         assert slot.node is not None
-        spec = self.effective(slot.deployment)[0]
+        spec = self._spec_of(slot)
         c = spec.container
         workload = wire.WorkloadBody(
             image=c.image, command=c.command, args=c.args, env=dict(c.env),
             ports=tuple(wire.PortBody(container_port=p.container_port, host_port=p.host_port,
                                       protocol=p.protocol) for p in c.ports),
             cpu_millis=c.resources.cpu_millis, memory_bytes=c.resources.memory_bytes,
-            restart_policy=spec.restart_policy.value)
+            restart_policy=spec.restart_policy.value,
+            fence_after=fence_after(spec.failover, self.inventory.liveness.lost_after))
         command = wire.Command(op=wire.CommandOp.RUN, command_id=uuid.uuid4().hex,
                                deployment=slot.deployment, slot=slot.index,
                                generation=slot.generation, revision=slot.revision,
                                workload=workload)
         self._send(slot.node, command, (slot.node, Op.RUN, slot.deployment, slot.index,
                                         slot.generation), now)
+
+    def _spec_of(self, slot: SlotRecord) -> Deployment:
+        """What a slot's instance runs: the current spec, or for a slot a paced rollout has
+        not replaced yet, the revision it was placed at (a resent run must not sneak the
+        new template past the rollout)."""
+        current = self.effective(slot.deployment)[0]
+        record = self.deployments[slot.deployment]
+        if slot.template == record.template or slot.revision == record.revision:
+            return current
+        document = self.store.revision_document(slot.deployment, slot.revision)
+        try:
+            return current if document is None else self.merged(
+                deployment_from_document(document))[0]
+        except PolicyError:
+            return current
 
     def _send_stop(self, stop: Stop, now: float) -> None:
         log.info("stopping %s/%d generation %d on %s: %s", stop.deployment, stop.index,
@@ -380,6 +494,110 @@ class Controller:
                                generation=stop.generation)
         self._send(stop.node, command, (stop.node, Op.STOP, stop.deployment, stop.index,
                                         stop.generation), now)
+
+    # -- rollouts (federation.rollout) -----------------------------------------
+
+    def pace_rollouts(self, now: float) -> tuple[dict[SlotKey, str], set[SlotKey]]:
+        """Step every deployment's rollout: the template changes that must wait for now
+        (for reconcile) and the surge slots whose old instance must not be stopped yet.
+        Failover is not paced: a Lost node's replicas never pass through here."""
+        self._note_running(now)
+        waiting: dict[SlotKey, str] = {}
+        holds: set[SlotKey] = set()
+        for name, record in list(self.deployments.items()):
+            if record.deleted:
+                continue
+            paced = self._step_rollout(name, now)
+            if paced is not None:
+                waiting.update({(name, i): why for i, why in paced.waiting.items()})
+                holds.update((name, i) for i in paced.hold)
+        return waiting, holds
+
+    def _step_rollout(self, name: str, now: float) -> rollout.Step | None:
+        record = self.deployments[name]
+        replicas = self._replicas(name, record.template)
+        state = self.rollouts.get(name)
+        if state is None or state.target != record.template:
+            if all(r.updated for r in replicas):
+                return None  # nothing runs an older template: nothing to roll out
+            earlier = [r for r, _ in self.store.revisions(name) if r < record.revision]
+            state = rollout.begin(deployment=name, to_revision=record.revision,
+                                  from_revision=earlier[-1] if earlier else record.revision,
+                                  target=record.template, replicas=replicas, now=now)
+            self.store.record_event(now, "RolloutStarted", f"revision {state.from_revision} -> "
+                                    f"{state.to_revision}: {state.total} replica(s) to replace",
+                                    deployment=name)
+        paced = rollout.step(state, record.spec.rollout, replicas, now)
+        for kind, message in paced.events:
+            log.info("%s: %s", name, message)
+            self.store.record_event(now, kind, message, deployment=name)
+        before = self.rollouts.get(name)
+        self.rollouts[name] = paced.state
+        # The message counts seconds down; store only what a restart needs.
+        if before is None or replace(before, message="") != replace(paced.state, message=""):
+            self.store.save_rollout(paced.state, now)
+        if paced.rollback:
+            return self._roll_back(name, paced.state, paced.rollback, now)
+        return paced
+
+    def _roll_back(self, name: str, failed: RolloutState, why: str,
+                   now: float) -> rollout.Step | None:
+        """failureAction rollback: apply the revision before the rollout again, as a new
+        revision, rolled out by the same settings (Swarm's rollback_config is not kept)."""
+        try:
+            revision, spec = self.rollback_target(name, failed.from_revision)
+        except (LookupError, PolicyError) as exc:
+            paused = replace(failed, paused=f"{why}; cannot roll back: {exc}")
+            self.rollouts[name] = paused
+            self.store.save_rollout(paused, now)
+            return self._step_rollout(name, now)
+        record, _ = self.apply(spec, cause=f"automatic rollback to revision {revision}: {why}")
+        self.rollouts[name] = rollout.begin(
+            deployment=name, from_revision=failed.to_revision, to_revision=record.revision,
+            target=record.template, replicas=self._replicas(name, record.template), now=now,
+            rollback_of=failed.to_revision, rollback_reason=why)
+        self.store.save_rollout(self.rollouts[name], now)
+        self.store.record_event(now, "RolloutRollingBack", f"revision {failed.to_revision} -> "
+                                f"{record.revision} (the template of revision {revision})",
+                                deployment=name)
+        return self._step_rollout(name, now)
+
+    def _replicas(self, name: str, target: str) -> list[Replica]:
+        """Each replica of ``name`` as the rollout to template ``target`` sees it."""
+        out = []
+        for index in range(self.deployments[name].spec.replicas):
+            slot = self.slots.get((name, index))
+            if slot is None or slot.node is None:
+                # Placed when the reconciler gets to it, with the current template.
+                out.append(Replica(index=index, updated=True, serving=False))
+                continue
+            node = self.inventory.nodes.get(slot.node)
+            inst = self.instances.get((slot.node, name, index))
+            if inst is not None and inst.generation != slot.generation:
+                inst = None
+            out.append(Replica(
+                index=index, updated=slot.template == target,
+                serving=inst is not None and inst.state == "running",
+                failed=_failure(inst),
+                running_since=self.running_since.get((slot.node, name, index, slot.generation)),
+                movable=node is not None and node.state is NodeState.READY))
+        return out
+
+    def _note_running(self, now: float) -> None:
+        running = {(node, dep, index, inst.generation)
+                   for (node, dep, index), inst in self.instances.items()
+                   if inst.state == "running"}
+        self.running_since = {key: self.running_since.get(key, now) for key in running}
+
+    def rollout_status(self, name: str) -> dict[str, object] | None:
+        """The deployment's rollout as the API shows it; None if it never had one."""
+        state, record = self.rollouts.get(name), self.deployments.get(name)
+        if state is None or record is None:
+            return None
+        updated = sum(1 for i in range(record.spec.replicas)
+                      if (s := self.slots.get((name, i))) is not None
+                      and s.template == state.target)
+        return rollout.status(state, record.spec.replicas, updated)
 
     # -- operations the API calls ----------------------------------------------
 
@@ -471,6 +689,19 @@ class Controller:
                    and s.generation == inst.generation)
 
 
+def _failure(inst: wire.InstanceReport | None) -> str:
+    """Why an instance counts as a failed update ("" if it does not)."""
+    if inst is None:
+        return ""
+    if inst.state == "failed":
+        return inst.reason or "could not start"
+    if inst.state == "exited" and inst.exit_code not in (None, 0):
+        return f"exited with code {inst.exit_code}"
+    if inst.restarts:
+        return f"restarted {inst.restarts} time(s)"
+    return ""
+
+
 def _ranges(numbers: list[int]) -> str:
     """``1-3, 5``: sorted numbers with runs folded."""
     parts: list[str] = []
@@ -490,14 +721,34 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: edgefed controller --broker mqtt://127.0.0.1:1883 "
         "--db /var/lib/edgefed/controller.db --listen 0.0.0.0:7070",
     )
-    parser.add_argument("--broker", required=True, help="mqtt://HOST:PORT (comma-separated list)")
+    parser.add_argument("--broker", required=True, action="append", metavar="URL",
+                        help="mqtt://HOST:PORT; repeat it (or comma-separate) to give brokers "
+                        "to fail over to, tried in order")
     parser.add_argument("--db", required=True, type=Path, help="SQLite file for desired state")
     parser.add_argument("--listen", default="127.0.0.1:7070", help="HOST:PORT of the REST API")
     parser.add_argument("--topic-root", default=os.environ.get("EDGEFED_TOPIC_ROOT",
                                                                wire.DEFAULT_ROOT),
                         help="MQTT topic root (default edgefed; env EDGEFED_TOPIC_ROOT)")
     parser.add_argument("--lost-after", type=float, default=10.0,
-                        help="seconds a node stays Suspect before its work moves (default 10)")
+                        help="seconds out of contact before a node is Lost and its work moves, "
+                        "unless a deployment sets failover.grace (default 10)")
+    parser.add_argument("--ready-after-reports", type=int, default=2,
+                        help="consecutive reports a node back from Lost sends before it is "
+                        "Ready (default 2)")
+    parser.add_argument("--flap-limit", type=int, default=3,
+                        help="disconnects within --flap-window that make a node flapping, held "
+                        "Suspect (no new work) until --hold-down after its last; 0 turns flap "
+                        "damping off (default 3)")
+    parser.add_argument("--flap-window", type=float, default=60.0,
+                        help="seconds over which disconnects are counted (default 60)")
+    parser.add_argument("--hold-down", type=float, default=30.0,
+                        help="seconds a flapping node must stay connected before it is Ready "
+                        "(default 30)")
+    parser.add_argument("--max-replacements-per-second", type=float, default=20.0,
+                        help="failover replacements started per second across the federation, "
+                        "the rest wait for a later pass; 0: no limit (default 20)")
+    parser.add_argument("--replacement-burst", type=float, default=40.0,
+                        help="failover replacements that may start at once (default 40)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -506,19 +757,34 @@ def main(argv: list[str] | None = None) -> int:
     if not host or not port.isdigit():
         print(f"edgefed controller: --listen {args.listen!r} must be HOST:PORT", file=sys.stderr)
         return 2
+    from federation.bus import BadBrokerURL, parse_brokers
+
+    try:  # a bad URL is refused here, before anything starts
+        parse_brokers(",".join(args.broker))
+    except BadBrokerURL as exc:
+        print(f"edgefed controller: {exc}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         from federation.api import serve_api
 
-        controller = Controller(broker=args.broker, db=args.db, topic_root=args.topic_root,
-                                liveness=Liveness(lost_after=args.lost_after))
+        controller = Controller(broker=",".join(args.broker), db=args.db, topic_root=args.topic_root,
+                                liveness=Liveness(lost_after=args.lost_after,
+                                                  ready_after_reports=args.ready_after_reports,
+                                                  flap_limit=args.flap_limit,
+                                                  flap_window=args.flap_window,
+                                                  hold_down=args.hold_down),
+                                throttle=Throttle(rate=args.max_replacements_per_second,
+                                                  burst=args.replacement_burst,
+                                                  tokens=args.replacement_burst)
+                                if args.max_replacements_per_second > 0 else None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         runner = await serve_api(controller, host, int(port))
         log.info("controller listening on http://%s:%s/api/v1, broker %s, db %s", host, port,
-                 args.broker, args.db)
+                 ",".join(args.broker), args.db)
         try:
             await controller.run(stop)
         finally:

@@ -1,16 +1,26 @@
 """What the controller knows about sites and nodes, and whether each node is alive.
 
 Pure: fed with decoded presence and capacity messages plus ``now``; never
-reads the clock. A node moves Ready -> Suspect -> Lost when its agent says it
-is offline (Last Will) or its heartbeats stop, and back to Ready on a fresh
-capacity report after it is online again. A node back from Lost first stays
-Suspect for ``Liveness.ready_after_reports`` consecutive reports (hysteresis), so
-a flapping link neither takes work back nor causes a reschedule storm; meanwhile
-the controller stops its superseded instances.
+reads the clock. A node moves Ready -> Suspect when the controller loses
+contact with it (its agent says it is offline, by Last Will, or its heartbeats
+stop) and Suspect -> Lost when contact stays lost for ``Liveness.lost_after``;
+a fresh capacity report brings it back to Ready. A node back from Lost first
+stays Suspect for ``Liveness.ready_after_reports`` consecutive reports
+(hysteresis); meanwhile the controller stops its superseded instances.
+
+Flap damping (``Liveness.flap_limit`` > 0; see docs/failover.md): every loss of
+contact is a disconnect; a node with ``flap_limit`` disconnects within
+``flap_window`` seconds is *flapping* and is held Suspect (no new work) until
+``hold_down`` seconds after its last disconnect. With damping, the out-of-contact
+clock (``Node.unreachable_since``) restarts at every contact, so a node that
+never stays silent for a grace is never Lost and its replicas never move;
+without damping, a node back from Lost counts as out of contact until it is
+Ready again.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -23,19 +33,28 @@ BUILTIN_LABELS = ("node", "site", "arch", "os", "runtime")
 
 class NodeState(StrEnum):
     READY = "Ready"
-    SUSPECT = "Suspect"  # offline or heartbeats late; its work stays put for the grace period
-    LOST = "Lost"  # grace over; its slots are placed elsewhere
+    SUSPECT = "Suspect"  # out of contact, back from Lost or flapping; gets no new work
+    LOST = "Lost"  # out of contact past the controller's grace
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Liveness:
-    """When a node stops counting as Ready, and when as Lost."""
+    """When a node stops counting as Ready, when as Lost, and when it flaps."""
 
     heartbeat_misses: float = 3.0  # Suspect after this many capacity intervals without one
-    lost_after: float = 10.0  # seconds in Suspect before Lost
+    lost_after: float = 10.0  # seconds out of contact before Lost
     # A node back from Lost is Ready only after this many consecutive capacity reports
-    # (an offline presence starts the count again); 1 makes it Ready on the first.
+    # (losing contact starts the count again); 1 makes it Ready on the first.
     ready_after_reports: int = 2
+    # Flap damping: this many disconnects within flap_window seconds make a node
+    # flapping, held Suspect until hold_down seconds after its last one. 0: no damping.
+    flap_limit: int = 3
+    flap_window: float = 60.0
+    hold_down: float = 30.0
+
+    @property
+    def damping(self) -> bool:
+        return self.flap_limit > 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +69,12 @@ class Node:
     capacity: Capacity | None = None
     reason: str = ""  # why the node is in its state
     returning: int = 0  # capacity reports since it came back from Lost, while Suspect
+    # When the controller lost contact with it; None while in contact. Per-deployment
+    # grace (failover.grace) is measured from here.
+    unreachable_since: float | None = None
+    disconnects: tuple[float, ...] = ()  # when it lost contact, within the flap window
+    held_until: float = 0.0  # flapping: Suspect at least until then
+    confirmed_lost: bool = False  # an operator said it is gone (until it is heard again)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -69,6 +94,10 @@ class Node:
     def instances(self) -> tuple[InstanceReport, ...]:
         return self.capacity.instances if self.capacity else ()
 
+    def out_of_contact(self, now: float) -> float:
+        """Seconds since the controller lost contact with the node; 0 while in contact."""
+        return 0.0 if self.unreachable_since is None else max(0.0, now - self.unreachable_since)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Site:
@@ -76,6 +105,11 @@ class Site:
     labels: Mapping[str, str]
     nodes: tuple[str, ...]
     ready: int
+
+
+def clock(at: float) -> str:
+    """``at`` (seconds since the epoch) as a UTC time of day, for reasons."""
+    return time.strftime("%H:%M:%SZ", time.gmtime(at))
 
 
 @dataclass
@@ -91,16 +125,13 @@ class Inventory:
             node = Node(name=name, site=site, epoch=epoch, online=online,
                         state=NodeState.SUSPECT, state_since=now, last_seen=now,
                         reason="waiting for the first capacity report")
+        elif online:
+            node = self._contact(replace(old, site=site, epoch=epoch, online=True, last_seen=now))
         else:
-            node = replace(old, site=site, epoch=epoch, online=online, last_seen=now)
-            if not online and old.returning:
-                # Back from Lost and gone again before it counted as Ready: its work has
-                # moved already, so it is Lost again and a later return counts anew.
-                node = replace(node, state=NodeState.LOST, state_since=now, returning=0,
-                               reason="agent went offline again while back from Lost")
-            if not online and old.state is NodeState.READY:
-                node = replace(node, state=NodeState.SUSPECT, state_since=now,
-                               reason="agent went offline")
+            node = replace(old, site=site, epoch=epoch, online=False, last_seen=now)
+            if old.state is NodeState.READY or old.returning or (
+                    old.unreachable_since is None and old.capacity is not None):
+                node = self._lose_contact(node, now, "agent went offline")
         self.nodes[name] = node
         return node
 
@@ -114,15 +145,65 @@ class Inventory:
             # A capacity report is a heartbeat; an offline node reporting again is online.
             node = replace(old, site=capacity.site, epoch=epoch, online=True, last_seen=now,
                            capacity=capacity)
-            node = self._back(old, node, now)
+            node = self._back(old, self._contact(node), now)
         self.nodes[name] = node
         return node
+
+    def confirm_lost(self, name: str, now: float) -> Node:
+        """An operator says node ``name`` is gone for good: it is Lost now, and its
+        replicas (singletons too) are replaced without waiting for a grace. Refused
+        (ValueError) while the node is in contact; LookupError if unknown."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise LookupError(f"node {name} not found")
+        if node.unreachable_since is None:
+            raise ValueError(f"node {name} is {node.state.value} and in contact (last message "
+                             f"at {clock(node.last_seen)}): only a node out of contact can be "
+                             "confirmed lost")
+        node = replace(node, state=NodeState.LOST, state_since=now, returning=0,
+                       confirmed_lost=True, reason="confirmed lost by an operator")
+        self.nodes[name] = node
+        return node
+
+    def _contact(self, node: Node) -> Node:
+        """``node`` just heard from. With damping the out-of-contact clock stops here;
+        without, only Ready stops it (see _back)."""
+        node = replace(node, confirmed_lost=False)
+        if self.liveness.damping:
+            node = replace(node, unreachable_since=None)
+        return node
+
+    def _lose_contact(self, node: Node, now: float, why: str) -> Node:
+        """``node`` (Ready, back from Lost or held) has just become unreachable."""
+        lv = self.liveness
+        recent = (*(t for t in node.disconnects if now - t < lv.flap_window), now)
+        held = node.held_until
+        if lv.damping and len(recent) >= lv.flap_limit:
+            held = max(held, now + lv.hold_down)
+        since = node.unreachable_since if node.unreachable_since is not None else now
+        node = replace(node, disconnects=recent if lv.damping else (), held_until=held,
+                       unreachable_since=since)
+        if node.returning or node.state is NodeState.LOST:
+            # Back from Lost and gone again before it counted as Ready: it is Lost again
+            # and a later return counts anew.
+            return replace(node, state=NodeState.LOST, state_since=now, returning=0,
+                           reason=f"{why} again while back from Lost" + self._flapping(node, now))
+        return replace(node, state=NodeState.SUSPECT, state_since=now,
+                       reason=why + self._flapping(node, now))
+
+    def _flapping(self, node: Node, now: float) -> str:
+        if now >= node.held_until:
+            return ""
+        lv = self.liveness
+        return (f"; flapping: {len(node.disconnects)} disconnects in {lv.flap_window:g}s, "
+                f"held until {clock(node.held_until)}")
 
     def _back(self, old: Node, node: Node, now: float) -> Node:
         """``node`` after a capacity report while in ``old``'s state."""
         if old.state is NodeState.READY:
             return node
         needed = self.liveness.ready_after_reports
+        count = 0
         if old.state is NodeState.LOST or old.returning:
             count = old.returning + 1
             if count < needed:
@@ -132,8 +213,14 @@ class Inventory:
                                state_since=now if old.state is NodeState.LOST else old.state_since,
                                returning=count,
                                reason=f"back after Lost; Ready after {needed} consecutive "
-                               f"reports ({count} so far)")
-        return replace(node, state=NodeState.READY, state_since=now, reason="", returning=0)
+                               f"reports ({count} so far)" + self._flapping(node, now))
+        if now < node.held_until:
+            # Flapping: in contact, keeps its work, gets no new work until stable.
+            return replace(node, state=NodeState.SUSPECT,
+                           state_since=old.state_since if old.state is NodeState.SUSPECT else now,
+                           returning=count, reason=self._flapping(node, now)[2:])
+        return replace(node, state=NodeState.READY, state_since=now, reason="", returning=0,
+                       unreachable_since=None)
 
     def tick(self, now: float) -> list[Node]:
         """Advance liveness to ``now``; return the nodes whose state changed."""
@@ -145,20 +232,27 @@ class Inventory:
                 changed.append(new)
         return changed
 
-    def _next(self, node: Node, now: float) -> Node:
+    def _overdue(self, node: Node, now: float) -> bool:
         interval = node.capacity.interval if node.capacity else 5.0
-        overdue = now - node.last_seen > interval * self.liveness.heartbeat_misses
-        if node.returning and overdue:
-            return replace(node, state=NodeState.LOST, state_since=now, returning=0,
-                           reason=f"no heartbeat for {now - node.last_seen:.1f} s while back "
-                           "from Lost")
-        if node.state is NodeState.READY and (overdue or not node.online):
+        return now - node.last_seen > interval * self.liveness.heartbeat_misses
+
+    def _in_contact(self, node: Node, now: float) -> bool:
+        return node.online and not self._overdue(node, now)
+
+    def _next(self, node: Node, now: float) -> Node:
+        if node.capacity is None:
+            return node  # announced, never reported: nothing to lose yet
+        in_contact = self._in_contact(node, now)
+        watched = node.state is NodeState.READY or node.returning or (
+            self.liveness.damping and node.unreachable_since is None)
+        if watched and not in_contact:
             why = "agent went offline" if not node.online else (
                 f"no heartbeat for {now - node.last_seen:.1f} s")
-            return replace(node, state=NodeState.SUSPECT, state_since=now, reason=why)
-        if node.state is NodeState.SUSPECT and node.capacity is not None and (
-            not node.online or overdue
-        ) and now - node.state_since >= self.liveness.lost_after:
+            return self._lose_contact(node, now, why)
+        if node.state is NodeState.SUSPECT and not in_contact and (
+            node.unreachable_since is not None
+            and now - node.unreachable_since >= self.liveness.lost_after
+        ):
             return replace(node, state=NodeState.LOST, state_since=now, returning=0,
                            reason=f"{node.reason}; grace of {self.liveness.lost_after:g} s over")
         return node
@@ -169,13 +263,16 @@ class Inventory:
         ends when it is over and not up to a loop period later."""
         deadlines = []
         for node in self.nodes.values():
-            interval = node.capacity.interval if node.capacity else 5.0
+            if node.capacity is None:
+                continue
             # tick tests `>` against the heartbeat deadline: a hair after it.
-            overdue_at = node.last_seen + interval * self.liveness.heartbeat_misses + 1e-3
-            if node.state is NodeState.READY or node.returning:
+            overdue_at = (node.last_seen + node.capacity.interval * self.liveness.heartbeat_misses
+                          + 1e-3)
+            if node.online and (node.state is NodeState.READY or node.returning
+                                or node.unreachable_since is None):
                 deadlines.append(overdue_at)
-            elif node.state is NodeState.SUSPECT and node.capacity is not None:
-                lost_at = node.state_since + self.liveness.lost_after
+            elif node.state is NodeState.SUSPECT and node.unreachable_since is not None:
+                lost_at = node.unreachable_since + self.liveness.lost_after
                 deadlines.append(max(lost_at, overdue_at) if node.online else lost_at)
         return min(deadlines, default=None)
 
@@ -192,8 +289,6 @@ class Inventory:
                  ready=sum(1 for n in members if n.state is NodeState.READY))
             for name, members in sorted(by_site.items())
         ]
-
-
 def site_labels(name: str, members: Iterable[Node]) -> dict[str, str]:
     """A site's labels: its name plus every label all of its nodes agree on."""
     common: dict[str, str] | None = None

@@ -189,6 +189,26 @@ _WIDE_HEADERS: dict[str, Row] = {
 }
 
 
+def render_rtt(rows: Sequence[Item], matrix: Item, *, wide: bool = False) -> str:
+    """``edgefed get rtt``: one line per (source, node); ``-o wide`` adds the node's
+    Vivaldi error estimate (how far its estimates may be off, relative)."""
+    endpoints = matrix.get("endpoints")
+    error = {e.get("name"): e.get("error") for e in endpoints
+             if isinstance(e, Mapping)} if isinstance(endpoints, list) else {}
+    headers: Row = ("FROM", "NODE", "RTT", "SOURCE", *(("ERROR",) if wide else ()))
+    table = []
+    for r in rows:
+        value = r.get("rtt_ms")
+        shown = NONE
+        if isinstance(value, int | float):
+            shown = f"{value:.2f}ms" if value < 10 else f"{value:.1f}ms"
+        row = [_text(r.get("from")), _text(r.get("node")), shown, _text(r.get("basis"))]
+        if wide:
+            row.append(_text(error.get(r.get("node"))))
+        table.append(row)
+    return render_table(headers, table)
+
+
 def render_items(kind: str, items: Sequence[Item], fmt: str) -> str:
     """The whole output of ``edgefed get KIND -o FMT`` for these items."""
     if fmt in ("json", "yaml"):
@@ -307,6 +327,20 @@ def render_history(items: Sequence[Item], *, now: float, width: int) -> str:
                         fold=("CHANGE",))
 
 
+def format_rollout(r: Mapping[str, Any]) -> str:
+    """``revision 1 -> 2, 2/3 updated: batch 2/3 ready; next batch in 7s (delay 10s)``;
+    the reason when it was paused or rolled back."""
+    if not r:
+        return NONE
+    head = f"revision {_text(r.get('from_revision'))} -> {_text(r.get('to_revision'))}"
+    if r.get("rolled_back"):
+        head += f" ({_text(r.get('rolled_back'))})"
+    head += f", {_text(r.get('updated'))}/{_text(r.get('replicas'))} updated"
+    if r.get("failed"):
+        head += f", {_text(r.get('failed'))} failed"
+    return f"{head}: {_text(r.get('message') or r.get('phase'))}"
+
+
 def _list(value: object) -> list[Item]:
     return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
 
@@ -325,6 +359,7 @@ def describe_deployment(resp: Mapping[str, Any], *, now: float, width: int) -> s
     out = _fields([
         ("Name", _text(resp.get("name"))),
         ("Revision", _revision(resp, now)),
+        ("Rollout", format_rollout(_mapping(resp, "rollout"))),
         ("Replicas", f"{_text(resp.get('replicas'))} desired, {_text(resp.get('running'))} running"),
         ("Labels", format_labels(meta.get("labels"))),
         ("Restart policy", _text(spec.get("restartPolicy") or "Always")),

@@ -7,6 +7,7 @@ the same scheduler path and the same explanations.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +19,15 @@ from federation.scheduler import (
     STAY_FILTERS,
     Apart,
     Decision,
+    Near,
+    Preference,
     Request,
     Round,
+    RttSource,
     Scope,
+    Spread,
     Usage,
+    Users,
     place,
     refusals,
 )
@@ -29,11 +35,10 @@ from policies.model import (
     Container,
     Deployment,
     Failover,
-    OnReconnect,
     Placement,
     PlacementPolicy,
-    Rollout,
     Security,
+    UserGroup,
 )
 
 
@@ -46,17 +51,39 @@ def request_for(spec: Deployment, slot: int, generation: int, *,
         cpu_millis=c.resources.cpu_millis, memory_bytes=c.resources.memory_bytes,
         devices={kind: n for kind, n in c.resources.devices.items() if n > 0},
         host_ports=tuple(port.host_port for port in c.ports if port.host_port),
-        has_command=bool(c.command),
+        has_command=bool(c.command), image=c.image,
         node_selector=p.node_selector, site_selector=p.site_selector,
         countries=p.residency.countries, regions=p.residency.regions,
+        tolerations=p.tolerations,
+        users=tuple(_users(u) for u in p.users),
+        data_sets=tuple(d.name for d in c.data_sets),
         max_per_node=p.max_per_node, max_per_site=p.max_per_site,
         apart=tuple(Apart(selector=t.selector, scope=Scope(t.scope.value))
-                    for t in p.anti_affinity if t.required and t.scope.value in _APART_SCOPES),
+                    for t in p.anti_affinity if t.required),
+        near=tuple(Near(selector=t.selector, scope=Scope(t.scope.value))
+                   for t in p.affinity if t.required),
+        preferences=tuple(
+            Preference(selector=t.selector, scope=Scope(t.scope.value), weight=t.weight,
+                       apart=apart)
+            for terms, apart in ((p.affinity, False), (p.anti_affinity, True))
+            for t in terms if not t.required),
+        spread=tuple(Spread(scope=Scope(s.scope.value), max_skew=s.max_skew, required=s.required)
+                     for s in p.spread),
+        strategy=p.strategy,
         weights=p.weights,
     )
 
 
-_APART_SCOPES = frozenset(s.value for s in Scope)
+def _users(group: UserGroup) -> Users:
+    """Users at a site or near a landmark; the RTT source knows both by name."""
+    bound = group.max_rtt.total_seconds() * 1000 if group.max_rtt is not None else None
+    return Users(name=group.name, source=group.site or group.landmark or group.name,
+                 share=group.share, max_rtt_ms=bound)
+
+
+def _optimal_available() -> bool:
+    """Whether the batch solver for ``strategy: optimal`` is installed."""
+    return importlib.util.find_spec("federation.optimal") is not None
 
 
 # -- what the scheduler and the runtime honour --------------------------------------
@@ -64,18 +91,30 @@ _APART_SCOPES = frozenset(s.value for s in Scope)
 # Fields of a deployment that are enforced as written (the rest are in unenforced()):
 ENFORCED = (
     "spec.replicas", "spec.restartPolicy",
-    "spec.container.image, command, args, env, ports (host ports are a filter)",
+    "spec.container.image, command, args, env, ports (host ports are a filter; the image "
+    "is scored by image-locality)",
     "spec.container.resources.cpu, memory (the resources filter; the runtime limits to them)",
     "spec.container.resources.devices (the devices filter)",
+    "spec.container.dataSets (scored by data-locality; the runtime does not mount them)",
     "spec.placement.nodeSelector (platform and node-selector filters)",
     "spec.placement.siteSelector", "spec.placement.residency", "spec.placement.maxPerNode",
     "spec.placement.maxPerSite", "spec.placement.weights",
-    "spec.placement.antiAffinity with required: true and scope node or site",
-    "spec.placement.tolerations (accepted; nodes carry no taints yet, so none is needed)",
-    "spec.failover.onReconnect: keep-replacement (what a returning node always does)",
+    "spec.placement.strategy (two-phase, random, round-robin, least-load; optimal where "
+    "the batch solver is installed)",
+    "spec.placement.affinity and antiAffinity: required terms filter, preferred terms are "
+    "scored (affinity), at scope node, site, region or provider",
+    "spec.placement.spread: required constraints filter by maxSkew, preferred ones are "
+    "scored (topology-spread)",
+    "spec.placement.users: maxRtt filters (latency), shares weight the user-rtt score",
+    "spec.placement.tolerations (against node and site taints: NoSchedule and NoExecute "
+    "filter, PreferNoSchedule scores down)",
+    "spec.failover.grace, disconnectTolerance (replacement after that long out of contact)",
+    "spec.failover.onReconnect: keep-replacement and keep-original",
+    "spec.failover.singleton (self-fencing agent, or edgefed confirm-lost)",
+    "spec.rollout (parallelism, delay, healthGated, failureAction, maxSurge, maxUnavailable; "
+    "see docs/rollouts.md)",
 )
 
-_IGNORED = "the scheduler ignores it"
 _IGNORED_MANY = "the scheduler ignores them"
 
 
@@ -84,9 +123,6 @@ def unenforced(spec: Deployment) -> list[str]:
     field: applying or planning such a deployment says so instead of ignoring it
     silently. Together with :data:`ENFORCED` this is the whole model."""
     out = _placement_warnings(spec.placement) + _container_warnings(spec.container)
-    if spec.rollout != Rollout():
-        out.append("spec.rollout: paced rollouts are not enforced yet; a new template replaces "
-                   "every replica at once")
     return out + _failover_warnings(spec.failover)
 
 
@@ -97,29 +133,12 @@ def unenforced_policy(policy: PlacementPolicy) -> list[str]:
 
 def _placement_warnings(p: Placement) -> list[str]:
     out = []
-    if p.strategy != "two-phase":
-        out.append(f"spec.placement.strategy: {p.strategy} is not implemented yet; the "
-                   "deployment is placed with two-phase")
-    for i, term in enumerate(p.affinity):
-        out.append(f"spec.placement.affinity[{i}]: " + (
-            f"required affinity is not enforced yet; {_IGNORED}" if term.required
-            else f"affinity preferences are not scored yet; {_IGNORED_MANY}"))
-    for i, term in enumerate(p.anti_affinity):
-        if not term.required:
-            out.append(f"spec.placement.antiAffinity[{i}]: anti-affinity preferences are not "
-                       f"scored yet; {_IGNORED_MANY}")
-        elif term.scope.value not in _APART_SCOPES:
-            out.append(f"spec.placement.antiAffinity[{i}]: anti-affinity at scope "
-                       f"{term.scope.value} is not enforced yet (only node and site); {_IGNORED}")
-    if p.spread:
-        out.append("spec.placement.spread: topology spread constraints are not enforced yet; "
-                   f"{_IGNORED_MANY} (the spread-sites and spread-nodes scores still spread "
-                   "replicas)")
+    if p.strategy == "optimal" and not _optimal_available():
+        out.append("spec.placement.strategy: optimal is not available in this controller; "
+                   "the deployment is placed with two-phase")
     if p.split:
         out.append(f"spec.placement.split: weighted splits over site groups are not enforced "
                    f"yet; {_IGNORED_MANY}")
-    if p.users:
-        out.append(f"spec.placement.users: latency-aware placement is not enforced yet; {_IGNORED}")
     return out
 
 
@@ -130,8 +149,8 @@ def _container_warnings(c: Container) -> list[str]:
                    "enough devices, and agents report none yet; the runtime does not pass "
                    "devices to the container yet")
     if c.data_sets:
-        out.append("spec.container.dataSets: data locality is not enforced yet; the scheduler "
-                   "ignores it and the runtime does not mount data sets")
+        out.append("spec.container.dataSets: nodes that hold the data sets are preferred; "
+                   "the runtime does not mount data sets yet")
     if c.volumes:
         out.append("spec.container.volumes: host path volumes are not mounted yet; the runtime "
                    "ignores them")
@@ -145,25 +164,16 @@ def _container_warnings(c: Container) -> list[str]:
 
 
 def _failover_warnings(f: Failover) -> list[str]:
-    out = []
-    if f.grace != Failover().grace:
-        out.append("spec.failover.grace: a per-deployment grace is not enforced yet; the "
-                   "controller's --lost-after applies")
-    if f.disconnect_tolerance != Failover().disconnect_tolerance:
-        out.append("spec.failover.disconnectTolerance: not enforced yet; a Lost node's "
-                   "replicas are replaced after the controller's --lost-after")
-    if f.on_reconnect is not OnReconnect.KEEP_REPLACEMENT:
-        out.append(f"spec.failover.onReconnect: {f.on_reconnect.value} is not enforced yet; a "
-                   "node that comes back stops its superseded instances (keep-replacement)")
-    if f.singleton:
-        out.append("spec.failover.singleton: not enforced yet; across a partition a "
-                   "replacement may start while the original still runs")
-    return out
+    """Every failover field is enforced (federation.failover, docs/failover.md)."""
+    del f
+    return []
 
 
 def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
-              specs: Mapping[str, Deployment], *, exclude: str | None = None) -> Round:
-    """A scheduling round where every placed slot (except ``exclude``'s) holds its share."""
+              specs: Mapping[str, Deployment], *, exclude: str | None = None,
+              rtt: RttSource | None = None) -> Round:
+    """A scheduling round where every placed slot (except ``exclude``'s) holds its share;
+    ``rtt`` gives round-trip times from user locations (None: all unknown)."""
     committed: dict[str, Usage] = {}
     placed: dict[str, Counter[str]] = {}
     for slot in slots:
@@ -174,7 +184,8 @@ def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
         committed[slot.node] = committed.get(slot.node, Usage()).plus(req)
         placed.setdefault(slot.deployment, Counter())[slot.node] += 1
     labels = {name: spec.labels for name, spec in specs.items() if name != exclude}
-    return Round(nodes=list(nodes), committed=committed, placed=placed, deployment_labels=labels)
+    return Round(nodes=list(nodes), committed=committed, placed=placed, deployment_labels=labels,
+                 rtt=rtt)
 
 
 def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],
@@ -227,11 +238,11 @@ class PlannedSlot:
 
 
 def dry_run(spec: Deployment, nodes: Sequence[Node], slots: Mapping[SlotKey, SlotRecord],
-            specs: Mapping[str, Deployment]) -> list[PlannedSlot]:
+            specs: Mapping[str, Deployment], *, rtt: RttSource | None = None) -> list[PlannedSlot]:
     """Where each replica of ``spec`` would run if applied now, decided as the
     controller's next pass would: a replica stays unless its node is gone or Lost,
     its template changed (then it prefers its node) or it may no longer stay."""
-    rnd = new_round(nodes, slots.values(), specs, exclude=spec.name)
+    rnd = new_round(nodes, slots.values(), specs, exclude=spec.name, rtt=rtt)
     template = template_of(spec)
     by_name = {n.name: n for n in nodes}
     mine = [s for i in range(spec.replicas) if (s := slots.get((spec.name, i))) is not None]

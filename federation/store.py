@@ -2,8 +2,8 @@
 
 Holds deployments with their revision history, placement policies, slots
 (where each replica is meant to run, at which generation, and why), the
-highest generation ever issued per slot (fencing survives scale-down and up)
-and an event log.
+highest generation ever issued per slot (fencing survives scale-down and up),
+each deployment's rollout progress and an event log.
 Observed state is not stored: agents' retained capacity reports rebuild it
 within a second of the controller (re)connecting. Writes are tiny transactions
 in WAL mode; the controller keeps the desired state in memory and writes
@@ -19,6 +19,9 @@ from typing import Any
 
 from federation.model import DeploymentRecord, Desired, SlotKey, SlotRecord
 from federation.revisions import normalized
+from federation.rollout import RolloutState
+from federation.rollout import from_document as rollout_from_document
+from federation.rollout import to_document as rollout_to_document
 from policies.model import (
     Deployment,
     PlacementPolicy,
@@ -71,6 +74,11 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_deployment ON events (deployment, id);
+CREATE TABLE IF NOT EXISTS rollouts (
+    deployment TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS placement_policies (
     name TEXT PRIMARY KEY,
     document TEXT NOT NULL,
@@ -154,6 +162,7 @@ class Store:
             self.db.execute("DELETE FROM slots WHERE deployment = ?", (name,))
             self.db.execute("DELETE FROM generations WHERE deployment = ?", (name,))
             self.db.execute("DELETE FROM revisions WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM rollouts WHERE deployment = ?", (name,))
 
     # -- placement policies ----------------------------------------------------
 
@@ -233,6 +242,29 @@ class Store:
 
     def forget_slot(self, deployment: str, idx: int) -> None:
         self.db.execute("DELETE FROM slots WHERE deployment = ? AND idx = ?", (deployment, idx))
+
+    # -- rollouts --------------------------------------------------------------
+
+    def load_rollouts(self) -> dict[str, RolloutState]:
+        """Every stored rollout; one that no longer reads is left out (the controller
+        begins that deployment's rollout afresh)."""
+        out = {}
+        for name, document in self.db.execute("SELECT deployment, document FROM rollouts"):
+            try:
+                out[name] = rollout_from_document(json.loads(document))
+            except (KeyError, ValueError, TypeError):
+                continue
+        return out
+
+    def save_rollout(self, state: RolloutState, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO rollouts (deployment, document, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(deployment) DO UPDATE SET document=excluded.document,"
+            " updated_at=excluded.updated_at",
+            (state.deployment, _dumps(rollout_to_document(state)), now))
+
+    def delete_rollout(self, deployment: str) -> None:
+        self.db.execute("DELETE FROM rollouts WHERE deployment = ?", (deployment,))
 
     # -- events ----------------------------------------------------------------
 

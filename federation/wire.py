@@ -102,6 +102,9 @@ class Presence:
     state: PresenceState
     site: str = ""  # empty for the controller
     agent_version: str = ""
+    # HOST:PORT of the agent's RTT echo listener, for peers to probe; optional on
+    # the wire, "" when the agent runs none (and for the controller).
+    probe: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +167,10 @@ class WorkloadBody:
     cpu_millis: int = 0
     memory_bytes: int = 0
     restart_policy: str = "Always"
+    # Singletons only: seconds without the broker after which the agent stops the
+    # instance itself (self-fencing). Optional on the wire; None (absent or null) for
+    # every other workload.
+    fence_after: float | None = None
 
 
 class CommandOp(StrEnum):
@@ -386,7 +393,31 @@ def _presence(f: _Fields) -> Presence:
         state=f.enum("state", PresenceState),
         site=f.text("site", required=False, max_len=128),
         agent_version=f.text("agent_version", required=False, max_len=64),
+        probe=_probe(f),
     )
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPv6]:PORT`` for IPv6) -> (host, port); ValueError says why."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not (
+            1 <= int(port) <= 65535):
+        raise ValueError(f"{text!r} is not HOST:PORT (port 1-65535; [IPv6]:PORT)")
+    if any(c.isspace() or c in "[]/" for c in host) or (":" in host and "[" not in text):
+        raise ValueError(f"{text!r} is not HOST:PORT (port 1-65535; [IPv6]:PORT)")
+    return host, int(port)
+
+
+def _probe(f: _Fields) -> str:
+    value = f.text("probe", required=False, max_len=300)
+    if value:
+        try:
+            split_address(value)
+        except ValueError as exc:
+            raise Refused(f"{f.where}.probe: {exc}") from None
+    return value
 
 
 def _resources(f: _Fields | None) -> Resources:
@@ -457,7 +488,17 @@ def _workload(f: _Fields) -> WorkloadBody:
         cpu_millis=f.integer("cpu_millis", required=False),
         memory_bytes=f.integer("memory_bytes", required=False),
         restart_policy=f.text("restart_policy", "Always", required=False, max_len=16),
+        fence_after=_fence_after(f),
     )
+
+
+def _fence_after(f: _Fields) -> float | None:
+    if f.obj.get("fence_after") is None:
+        return None
+    value = f.number("fence_after")
+    if not 0 < value <= 7 * 86400:
+        raise Refused(f"{f.where}.fence_after={value} is out of range (0, 604800]")
+    return value
 
 
 def _command(f: _Fields) -> Command:

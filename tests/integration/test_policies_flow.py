@@ -244,12 +244,12 @@ def test_plan_shows_the_unschedulable_histogram_and_warnings(make_federation, tm
     text = WORKER.format(name="far", replicas=2, marker=marker()) + (
         "  placement:\n"
         "    residency: {countries: [fr]}\n"
-        "    users: [{name: eu, site: site-de, maxRtt: 30ms}]\n")
+        "    split: [{sites: {matchLabels: {tier: edge}}, weight: 100}]\n")
     path = write(tmp_path / "far.yaml", text)
     histogram = ("0/2 nodes fit: 1 country is de, residency allows fr, "
                  "1 country is us, residency allows fr")
-    warning = ("warning: far: spec.placement.users: latency-aware placement is not enforced "
-               "yet; the scheduler ignores it\n")
+    warning = ("warning: far: spec.placement.split: weighted splits over site groups are not "
+               "enforced yet; the scheduler ignores them\n")
 
     plan = edgefed("plan", "-f", path, server=fed.server)
     assert plan.stderr == warning
@@ -279,24 +279,24 @@ def test_a_policy_that_strands_replicas_is_refused(make_federation, tmp_path):
     edgefed("apply", "-f", worker, server=fed.server)
     before = {p["slot"]: (p["node"], p["generation"]) for p in running(fed, "worker", 2)}
     france = write(tmp_path / "fr.yaml", EU_RESIDENCY.replace("[de]", "[fr]").replace(
-        "    residency", "    spread: [{scope: site}]\n    residency"))
-    spread = ("warning: placementpolicy eu-residency: spec.placement.spread: topology spread "
-              "constraints are not enforced yet; the scheduler ignores them (the spread-sites "
-              "and spread-nodes scores still spread replicas)\n")
+        "    residency", "    split: [{sites: {matchLabels: {tier: edge}}, weight: 100}]\n"
+                        "    residency"))
+    split = ("warning: placementpolicy eu-residency: spec.placement.split: weighted splits "
+             "over site groups are not enforced yet; the scheduler ignores them\n")
     histogram = ("0/2 nodes fit: 1 country is de, residency allows fr, "
                  "1 country is us, residency allows fr")
 
     refused = edgefed("apply", "-f", france, server=fed.server, check=False)
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr == (
-        spread + "error: 2 replica(s) would fit on no node under placement policy "
+        split + "error: 2 replica(s) would fit on no node under placement policy "
         "eu-residency; nothing was changed (use --allow-pending to accept it anyway)\n"
         f"  worker/0: {histogram}\n  worker/1: {histogram}\n")
     assert edgefed("get", "pp", server=fed.server).stderr == "no placement policies found\n"
 
     accepted = edgefed("apply", "--allow-pending", "-f", france, server=fed.server)
     assert (accepted.stdout, accepted.stderr) == (
-        "placementpolicy.edgefed.io/eu-residency configured\n", spread)
+        "placementpolicy.edgefed.io/eu-residency configured\n", split)
     # Nowhere else to go: the replicas keep running where they are, and say why.
     wait_until(lambda: " ".join(edgefed("describe", "deployment", "worker",
                                         server=fed.server).stdout.split()).count(histogram) >= 2,

@@ -156,7 +156,7 @@ HYSTERESIS = [
                   "back after Lost; Ready after 2 consecutive reports (1 so far)"),
                  id="not-yet-overdue"),
     pytest.param(2, [("cap", 20.0), ("tick", 35.1)],
-                 (NodeState.LOST, 35.1, "no heartbeat for 15.1 s while back from Lost"),
+                 (NodeState.LOST, 35.1, "no heartbeat for 15.1 s again while back from Lost"),
                  id="missed-heartbeats-during-hold-is-lost-again"),
     pytest.param(2, [("cap", 20.0), ("tick", 35.1), ("cap", 36.0), ("cap", 37.0)],
                  (NodeState.READY, 37.0, ""), id="ready-after-a-fresh-run-of-reports"),

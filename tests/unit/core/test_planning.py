@@ -23,7 +23,7 @@ from federation.planning import (
     request_for,
     unenforced,
 )
-from federation.scheduler import Apart, Request, Usage
+from federation.scheduler import Apart, Preference, Request, Usage
 from federation.scheduler import Scope as SchedulerScope
 from policies.model import (
     AffinityTerm,
@@ -107,7 +107,7 @@ def test_request_for_maps_resources_ports_command_and_placement() -> None:
                             weights={"spread-sites": 4.0}))
     assert request_for(dep, 1, 7) == Request(
         deployment="web", slot=1, generation=7, cpu_millis=250, memory_bytes=64 * MiB,
-        host_ports=(8080, 5353), has_command=True, node_selector=node_sel,
+        host_ports=(8080, 5353), has_command=True, image="busybox:1.36", node_selector=node_sel,
         site_selector=site_sel, weights={"spread-sites": 4.0}, current_node=None)
     assert request_for(dep, 1, 7, current_node="n1").current_node == "n1"
 
@@ -331,8 +331,8 @@ CLASSIFIED: dict[tuple[str, str], tuple[Deployment, str | None]] = {
         "them"),
     ("Container", "data_sets"): (
         with_container(data_sets=(DataSet(name="frames", mount_path="/data"),)),
-        "spec.container.dataSets: data locality is not enforced yet; the scheduler ignores it "
-        "and the runtime does not mount data sets"),
+        "spec.container.dataSets: nodes that hold the data sets are preferred; the runtime "
+        "does not mount data sets yet"),
     ("Container", "security"): (
         with_container(security=Security(privileged=True)),
         "spec.container.security: security settings are not applied yet; the runtime ignores "
@@ -341,60 +341,30 @@ CLASSIFIED: dict[tuple[str, str], tuple[Deployment, str | None]] = {
         match_labels={"arch": "arm64"})), None),
     ("Placement", "site_selector"): (with_placement(site_selector=Selector(
         match_labels={"tier": "edge"})), None),
-    ("Placement", "strategy"): (
-        with_placement(strategy="random"),
-        "spec.placement.strategy: random is not implemented yet; the deployment is placed "
-        "with two-phase"),
+    ("Placement", "strategy"): (with_placement(strategy="random"), None),
     ("Placement", "weights"): (with_placement(weights={"spread-sites": 0.0}), None),
-    ("Placement", "affinity"): (
-        with_placement(affinity=(term(), term(required=False))),
-        "spec.placement.affinity[0]: required affinity is not enforced yet; the scheduler "
-        "ignores it\n"
-        "spec.placement.affinity[1]: affinity preferences are not scored yet; the scheduler "
-        "ignores them"),
+    ("Placement", "affinity"): (with_placement(affinity=(term(), term(required=False))), None),
     ("Placement", "anti_affinity"): (
         with_placement(anti_affinity=(term(), term(Scope.SITE), term(required=False),
-                                      term(Scope.REGION))),
-        "spec.placement.antiAffinity[2]: anti-affinity preferences are not scored yet; the "
-        "scheduler ignores them\n"
-        "spec.placement.antiAffinity[3]: anti-affinity at scope region is not enforced yet "
-        "(only node and site); the scheduler ignores it"),
-    ("Placement", "spread"): (
-        with_placement(spread=(SpreadConstraint(),)),
-        "spec.placement.spread: topology spread constraints are not enforced yet; the "
-        "scheduler ignores them (the spread-sites and spread-nodes scores still spread replicas)"),
+                                      term(Scope.REGION))), None),
+    ("Placement", "spread"): (with_placement(spread=(SpreadConstraint(),)), None),
     ("Placement", "max_per_node"): (with_placement(max_per_node=1), None),
     ("Placement", "max_per_site"): (with_placement(max_per_site=1), None),
     ("Placement", "split"): (
         with_placement(split=(SplitGroup(sites=Selector(), weight=100),)),
         "spec.placement.split: weighted splits over site groups are not enforced yet; the "
         "scheduler ignores them"),
-    ("Placement", "users"): (
-        with_placement(users=(UserGroup(name="eu", site="berlin"),)),
-        "spec.placement.users: latency-aware placement is not enforced yet; the scheduler "
-        "ignores it"),
+    ("Placement", "users"): (with_placement(users=(UserGroup(name="eu", site="berlin"),)),
+                             None),
     ("Placement", "residency"): (with_placement(residency=Residency(countries=("de",))), None),
     ("Placement", "tolerations"): (with_placement(tolerations=(Toleration(key="gpu"),)), None),
-    ("Deployment", "rollout"): (
-        replace(BARE, rollout=Rollout(parallelism=2)),
-        "spec.rollout: paced rollouts are not enforced yet; a new template replaces every "
-        "replica at once"),
-    ("Failover", "grace"): (
-        replace(BARE, failover=Failover(grace=timedelta(seconds=30))),
-        "spec.failover.grace: a per-deployment grace is not enforced yet; the controller's "
-        "--lost-after applies"),
+    ("Deployment", "rollout"): (replace(BARE, rollout=Rollout(parallelism=2)), None),
+    ("Failover", "grace"): (replace(BARE, failover=Failover(grace=timedelta(seconds=30))), None),
     ("Failover", "disconnect_tolerance"): (
-        replace(BARE, failover=Failover(disconnect_tolerance=timedelta(seconds=5))),
-        "spec.failover.disconnectTolerance: not enforced yet; a Lost node's replicas are "
-        "replaced after the controller's --lost-after"),
+        replace(BARE, failover=Failover(disconnect_tolerance=timedelta(seconds=5))), None),
     ("Failover", "on_reconnect"): (
-        replace(BARE, failover=Failover(on_reconnect=OnReconnect.KEEP_ORIGINAL)),
-        "spec.failover.onReconnect: keep-original is not enforced yet; a node that comes back "
-        "stops its superseded instances (keep-replacement)"),
-    ("Failover", "singleton"): (
-        replace(BARE, failover=Failover(singleton=True)),
-        "spec.failover.singleton: not enforced yet; across a partition a replacement may start "
-        "while the original still runs"),
+        replace(BARE, failover=Failover(on_reconnect=OnReconnect.KEEP_ORIGINAL)), None),
+    ("Failover", "singleton"): (replace(BARE, failover=Failover(singleton=True)), None),
 }
 # Fields that are whole parts classified field by field above, or identity.
 STRUCTURAL = {("Deployment", "name"), ("Deployment", "container"), ("Deployment", "placement"),
@@ -436,7 +406,9 @@ def test_request_for_maps_the_enforced_placement_fields() -> None:
     assert req.devices == {"nvidia.com/gpu": 1}
     sel = Selector(match_labels={"app": "web"})
     assert req.apart == (Apart(selector=sel, scope=SchedulerScope.NODE),
-                         Apart(selector=sel, scope=SchedulerScope.SITE))
+                         Apart(selector=sel, scope=SchedulerScope.SITE),
+                         Apart(selector=sel, scope=SchedulerScope.REGION))
+    assert req.preferences == (Preference(selector=sel, scope=SchedulerScope.NODE, apart=True),)
 
 
 def test_lowering_max_per_node_moves_the_highest_slots() -> None:

@@ -44,8 +44,13 @@ def slot(index: int = 0, node: str | None = "n1", *, generation: int = 1, revisi
 
 
 def node(name: str, state: NodeState = NodeState.READY) -> Node:
+    # A Suspect node lost contact a second ago (within any grace); a Lost one long ago.
+    out = {NodeState.SUSPECT: NOW - 1.0, NodeState.LOST: 0.0}.get(state)
     return Node(name=name, site="s1", epoch="boot-1", online=state is NodeState.READY,
-                state=state, state_since=0.0, last_seen=0.0)
+                state=state, state_since=0.0, last_seen=0.0, unreachable_since=out)
+
+
+LOST_REASON = "node n1 out of contact for 1000.0 s (the controller's grace of 10 s)"
 
 
 def instance(index: int = 0, *, generation: int = 1, state: str = "running",
@@ -130,11 +135,12 @@ SCENARIOS = [
     pytest.param(
         desired(deployment(), slots=[slot(generation=3)]),
         observed(node("n1", NodeState.LOST), instances=RUNNING_G3),
-        [Place(slot=slot(generation=3), generation=4, revision=1, reason="node n1 is lost")],
+        [Place(slot=slot(generation=3), generation=4, revision=1, reason=LOST_REASON,
+               failover=True)],
         id="node-lost"),
     pytest.param(
         desired(deployment(), slots=[slot(generation=3)]), observed(node("n2")),
-        [Place(slot=slot(generation=3), generation=4, revision=1, reason="node n1 is lost")],
+        [Place(slot=slot(generation=3), generation=4, revision=1, reason="node n1 is unknown")],
         id="node-unknown-counts-as-lost"),
     pytest.param(
         desired(deployment(revision=2, image="busybox:1.37"),
@@ -157,7 +163,7 @@ SCENARIOS = [
                 slots=[slot(generation=3, revision=1)]),
         observed(node("n1", NodeState.LOST)),
         [Place(slot=slot(generation=3, revision=1), generation=4, revision=2,
-               reason="node n1 is lost")],
+               reason=LOST_REASON, failover=True)],
         id="template-change-on-a-lost-node"),
     pytest.param(
         desired(deployment(replicas=1),

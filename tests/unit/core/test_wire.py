@@ -65,7 +65,8 @@ def node_topic(kind: wire.NodeTopic, node: str = NODE) -> str:
 GOLDEN_CASES: dict[str, tuple[str, str | None, str, str, str, int, wire.Body]] = {
     "presence_online": (
         node_topic(wire.NodeTopic.PRESENCE), NODE, wire.SCHEMA_PRESENCE, NODE, "boot-7f3a", 1,
-        Presence(state=PresenceState.ONLINE, site="factory-berlin", agent_version="0.1.0")),
+        Presence(state=PresenceState.ONLINE, site="factory-berlin", agent_version="0.1.0",
+                 probe="192.168.1.20:41234")),
     "presence_offline": (
         node_topic(wire.NodeTopic.PRESENCE), NODE, wire.SCHEMA_PRESENCE, NODE, "boot-7f3a", 2,
         Presence(state=PresenceState.OFFLINE, site="factory-berlin", agent_version="0.1.0")),
@@ -176,15 +177,25 @@ def test_unknown_optional_fields_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(("doc_patch", "body"), [
-    pytest.param({"agent_version": None}, Presence(state=PresenceState.ONLINE,
-                                                   site="factory-berlin"), id="null-optional"),
-    pytest.param({"site": None, "agent_version": None}, Presence(state=PresenceState.ONLINE),
-                 id="only-state"),
+    pytest.param({"agent_version": None, "probe": None},
+                 Presence(state=PresenceState.ONLINE, site="factory-berlin"), id="null-optional"),
+    pytest.param({"site": None, "agent_version": None, "probe": None},
+                 Presence(state=PresenceState.ONLINE), id="only-state"),
+    pytest.param({"probe": "[fd00::7]:7946"},
+                 Presence(state=PresenceState.ONLINE, site="factory-berlin", agent_version="0.1.0",
+                          probe="[fd00::7]:7946"), id="probe-ipv6"),
 ])
 def test_optional_fields_default(doc_patch: dict[str, Any], body: Presence) -> None:
     doc = golden_doc("presence_online")
     doc["body"].update(doc_patch)
     assert wire.decode(payload(doc)).body == body
+
+
+def test_presence_without_probe_reads_as_empty() -> None:
+    # Agents before RTT probes (and agents with the listener off) leave it out.
+    body = wire.decode(patched("presence_online", ("body", "probe"), DELETE)).body
+    assert isinstance(body, Presence)
+    assert body.probe == ""
 
 
 def test_command_on_a_node_topic_may_come_from_the_controller() -> None:
@@ -290,6 +301,17 @@ REFUSALS = [
                  "envelope.body.state='away' is not one of online|offline", id="bad-enum"),
     pytest.param(patched("presence_online", ("body", "state"), DELETE),
                  "envelope.body.state is missing", id="missing-state"),
+    pytest.param(patched("presence_online", ("body", "probe"), "10.0.0.5"),
+                 "envelope.body.probe: '10.0.0.5' is not HOST:PORT (port 1-65535; [IPv6]:PORT)",
+                 id="probe-without-port"),
+    pytest.param(patched("presence_online", ("body", "probe"), "10.0.0.5:0"),
+                 "envelope.body.probe: '10.0.0.5:0' is not HOST:PORT (port 1-65535; [IPv6]:PORT)",
+                 id="probe-port-zero"),
+    pytest.param(patched("presence_online", ("body", "probe"), "fd00::7:80"),
+                 "envelope.body.probe: 'fd00::7:80' is not HOST:PORT (port 1-65535; [IPv6]:PORT)",
+                 id="probe-ipv6-without-brackets"),
+    pytest.param(patched("presence_online", ("body", "probe"), 7946),
+                 "envelope.body.probe must be a string", id="probe-number"),
     pytest.param(patched("presence_online", ("body", "site"), "s" * 129),
                  "envelope.body.site is longer than 128 characters", id="site-too-long"),
     pytest.param(patched("capacity", ("body", "labels"), {"tier": 3}),
