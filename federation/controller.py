@@ -35,7 +35,7 @@ from federation.model import (
     SlotKey,
     SlotRecord,
 )
-from federation.planning import misplaced, new_round, request_for
+from federation.planning import decide, misplaced, new_round, request_for
 from federation.reconcile import (
     RESEND_AFTER,
     Forget,
@@ -47,7 +47,6 @@ from federation.reconcile import (
     reconcile,
 )
 from federation.rollout import Replica, RolloutState
-from federation.scheduler import place
 from federation.store import Store
 from policies.errors import PolicyError
 from policies.merge import effective_deployment
@@ -403,12 +402,15 @@ class Controller:
         rnd = new_round(self.inventory.nodes.values(),
                         [s for k, s in self.slots.items() if k not in moving], specs,
                         rtt=self.latency)
-        for p in places:
-            spec = specs[p.slot.deployment]
-            generation = self.store.next_generation(p.slot.deployment, p.slot.index, p.generation)
-            decision = place(request_for(spec, p.slot.index, generation,
-                                         current_node=p.prefer_node), rnd)
-            expl = decision.explanation.to_dict()
+        generations = [self.store.next_generation(p.slot.deployment, p.slot.index, p.generation)
+                       for p in places]
+        requests = [request_for(specs[p.slot.deployment], p.slot.index, generation,
+                                current_node=p.prefer_node)
+                    for p, generation in zip(places, generations, strict=True)]
+        for p, generation, decided in zip(places, generations, decide(requests, rnd),
+                                          strict=True):
+            decision = decided.decision
+            expl = {**decision.explanation.to_dict(), "message": decided.message}
             if decision.node is None:
                 msg = str(expl["message"])
                 if self._last_unschedulable.get(p.slot.key) != msg:

@@ -81,6 +81,48 @@ def _users(group: UserGroup) -> Users:
                  share=group.share, max_rtt_ms=bound)
 
 
+# Seconds the exact solver may spend on one deployment's batch in a reconcile pass;
+# the pass waits for it, so it stays well under a heartbeat interval.
+OPTIMAL_TIME_LIMIT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A scheduler decision and, for a batch-solved replica, how the batch was
+    decided (``optimal (gap 0.0%)``); its message leads with that note."""
+
+    decision: Decision
+    note: str = ""
+
+    @property
+    def message(self) -> str:
+        message = self.decision.explanation.message
+        return f"{self.note}; {message}" if self.note else message
+
+
+def decide(requests: Sequence[Request], rnd: Round) -> list[Decided]:
+    """Place ``requests`` in order, reserving each in ``rnd``. The replicas of a
+    deployment with ``strategy: optimal`` are solved together, as one batch at the
+    position of the first of them; every other replica is placed on its own."""
+    batches: dict[str, list[int]] = {}
+    for i, req in enumerate(requests):
+        if req.strategy == "optimal" and _optimal_available():
+            batches.setdefault(req.deployment, []).append(i)
+    out: dict[int, Decided] = {}
+    for i, req in enumerate(requests):
+        if i in out:
+            continue
+        batch = batches.get(req.deployment) if req.strategy == "optimal" else None
+        if not batch:
+            out[i] = Decided(place(req, rnd))
+            continue
+        from federation.optimal import place_optimal  # scipy: imported only when asked for
+
+        placed = place_optimal([requests[j] for j in batch], rnd, time_limit=OPTIMAL_TIME_LIMIT)
+        out.update((j, Decided(p.decision, p.note)) for j, p in zip(batch, placed, strict=True))
+    return [out[i] for i in range(len(requests))]
+
+
 def _optimal_available() -> bool:
     """Whether the batch solver for ``strategy: optimal`` is installed."""
     return importlib.util.find_spec("federation.optimal") is not None
@@ -256,28 +298,37 @@ def dry_run(spec: Deployment, nodes: Sequence[Node], slots: Mapping[SlotKey, Slo
             keep.append(PlannedSlot(slot=current.index, node=node.name, site=node.site,
                                     change=Change.STAYS, message=f"stays on {node.name}"))
     kept = {p.slot for p in keep}
-    out = [_replan(spec, index, slots.get((spec.name, index)), by_name, must_move, rnd)
-           for index in range(spec.replicas) if index not in kept]
+    moving = [(index, slots.get((spec.name, index))) for index in range(spec.replicas)
+              if index not in kept]
+    why = [_why_placed(current, by_name, must_move) for _, current in moving]
+    requests = [request_for(spec, index, (current.generation if current else 0) + 1,
+                            current_node=prefer)
+                for (index, current), (_, prefer) in zip(moving, why, strict=True)]
+    out = [_planned(index, current, reason, decided)
+           for (index, current), (reason, _), decided
+           in zip(moving, why, decide(requests, rnd), strict=True)]
     return sorted(keep + out, key=lambda p: p.slot)
 
 
-def _replan(spec: Deployment, index: int, current: SlotRecord | None,
-            nodes: Mapping[str, Node], must_move: Mapping[SlotKey, str],
-            rnd: Round) -> PlannedSlot:
-    """Place one replica of a dry run, saying why and what changes for it."""
+def _why_placed(current: SlotRecord | None, nodes: Mapping[str, Node],
+                must_move: Mapping[SlotKey, str]) -> tuple[str, str | None]:
+    """Why a replica of a dry run is placed anew, and the node it should prefer."""
     here = current.node if current is not None else None
-    node = nodes.get(here) if here else None
-    prefer, reason = None, ""
-    if current is not None and here is not None:
-        if current.key in must_move:
-            reason = must_move[current.key]
-        elif node is None or node.state is NodeState.LOST:
-            reason = f"node {here} is lost" if node else f"node {here} is gone"
-        else:
-            reason = "template changed"
-            prefer = here if node.state is NodeState.READY else None
-    generation = (current.generation if current else 0) + 1
-    decision: Decision = place(request_for(spec, index, generation, current_node=prefer), rnd)
+    if current is None or here is None:
+        return "", None
+    node = nodes.get(here)
+    if current.key in must_move:
+        return must_move[current.key], None
+    if node is None or node.state is NodeState.LOST:
+        return (f"node {here} is lost" if node else f"node {here} is gone"), None
+    return "template changed", here if node.state is NodeState.READY else None
+
+
+def _planned(index: int, current: SlotRecord | None, reason: str,
+             decided: Decided) -> PlannedSlot:
+    """One replica of a dry run: where it goes and what changes for it."""
+    here = current.node if current is not None else None
+    decision = decided.decision
     if decision.node is None:
         change = Change.UNSCHEDULABLE
     elif here is None:
@@ -285,4 +336,4 @@ def _replan(spec: Deployment, index: int, current: SlotRecord | None,
     else:
         change = Change.REPLACED if decision.node == here else Change.MOVES
     return PlannedSlot(slot=index, node=decision.node, site=decision.site, change=change,
-                       from_node=here, reason=reason, message=decision.explanation.message)
+                       from_node=here, reason=reason, message=decided.message)
