@@ -156,6 +156,7 @@ def test_reset_closes_every_connection_on_both_sides(proxy: FaultProxy) -> None:
 def test_refuse_then_accept_again_on_the_same_port(proxy: FaultProxy) -> None:
     port = proxy.port
     with connect(proxy) as held:
+        round_trip(held)  # accepted by the proxy, not just queued in its backlog
         proxy.refuse()
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(proxy.address, timeout=2)
