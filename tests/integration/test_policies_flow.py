@@ -323,3 +323,22 @@ def test_a_policy_that_contradicts_the_deployment_is_refused_with_the_reason(mak
     assert "us-app with placement policies eu-only applied is invalid" in out.stderr
     assert "allows only de, fr, but siteSelector requires country=us" in out.stderr
     assert [d["name"] for d in get_json("deployments", fed.server)] == []
+
+
+def test_optimal_strategy_places_the_batch_and_says_so(make_federation, tmp_path):
+    fed = make_federation("process")
+    nodes = start(fed, {"site-a": "", "site-b": ""})
+    text = WORKER.format(name="solved", replicas=4, marker=marker()) + (
+        "  placement:\n"
+        "    strategy: optimal\n"
+        "    maxPerNode: 2\n")
+    path = write(tmp_path / "solved.yaml", text)
+    plan = json.loads(edgefed("plan", "-f", path, "-o", "json", server=fed.server).stdout)
+    assert all(s["message"].startswith("optimal (gap") for s in plan["deployments"][0]["slots"])
+    edgefed("apply", "-f", path, server=fed.server)
+    pods = running(fed, "solved", 4)
+    assert sorted(p["node"] for p in pods) == sorted([nodes["site-a"], nodes["site-b"]] * 2)
+    described = json.loads(edgefed("describe", "deployment", "solved", "-o", "json",
+                                   server=fed.server).stdout)
+    whys = [s["why"] for s in described["slots"]]
+    assert len(whys) == 4 and all(w.startswith("optimal (gap") for w in whys), whys
