@@ -863,9 +863,13 @@ class _Service:
         if doc.get("failure_action") is not None:
             out["failureAction"] = doc["failure_action"]
             self.origin(("spec", "rollout", "failureAction"), (*path, "failure_action"))
+        # A batch is `parallelism` tasks: with start-first their new instances all run
+        # before the old ones stop (surge), with stop-first (Swarm's default) they all
+        # stop first (unavailable).
+        width = parallelism if isinstance(parallelism, int) and parallelism > 0 else 1
         order = doc.get("order")
-        if order == "start-first":  # the new instance runs before the old one stops
-            out.update(maxSurge=1, maxUnavailable=0)
+        if order == "start-first":
+            out.update(maxSurge=width, maxUnavailable=0)
         elif order == "stop-first":
             out["maxSurge"] = 0
         elif order is not None:
@@ -873,4 +877,7 @@ class _Service:
                          "stop-first")
         for native in ("maxSurge", "maxUnavailable"):
             self.origin(("spec", "rollout", native), (*path, "order"))
+        if order != "start-first" and width > 1:
+            out["maxUnavailable"] = width
+            self.origin(("spec", "rollout", "maxUnavailable"), (*path, "parallelism"))
         return out

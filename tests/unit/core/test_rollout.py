@@ -29,6 +29,7 @@ from federation.rollout import (
     to_document,
 )
 from federation.store import Store
+from policies.loader import load_text
 from policies.model import Container, Deployment, FailureAction, Rollout
 
 NOW = 1000.0
@@ -189,6 +190,20 @@ def test_seed_compose_settings_replace_one_at_a_time_ten_seconds_apart() -> None
     assert last.state.phase is Phase.COMPLETE
     assert last.events == (("RolloutComplete",
                             "revision 2 rolled out: 3 replica(s) in 3 batch(es)"),)
+
+
+@pytest.mark.parametrize(("order", "held"), [("stop-first", set()), ("start-first", {0, 1})])
+def test_compose_parallelism_two_replaces_two_at_a_time(order: str, held: set[int]) -> None:
+    compose = ("services:\n  web:\n    image: busybox\n    deploy:\n      replicas: 4\n"
+               f"      update_config: {{parallelism: 2, delay: 10s, order: {order}}}\n")
+    (spec,) = load_text(compose, filename="compose.yaml").deployments
+    batches, _, last = simulate(spec.rollout, 4)
+    assert [slots for _, slots in batches] == [(0, 1), (2, 3)]
+    assert last.state.phase is Phase.COMPLETE
+    # start-first keeps both old instances until their replacements run.
+    first = step(begin(deployment="web", from_revision=1, to_revision=2, target="t2",
+                       replicas=replicas("oooo"), now=0.0), spec.rollout, replicas("oooo"), 0.0)
+    assert (set(first.replace_now), set(first.hold)) == ({0, 1}, held)
 
 
 @given(n=st.integers(1, 8), parallelism=st.integers(1, 5), surge=st.integers(0, 3),
