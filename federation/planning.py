@@ -49,6 +49,7 @@ def request_for(spec: Deployment, slot: int, generation: int, *,
         deployment=spec.name, slot=slot, generation=generation, current_node=current_node,
         labels=spec.labels,
         cpu_millis=c.resources.cpu_millis, memory_bytes=c.resources.memory_bytes,
+        disk_bytes=c.resources.disk_bytes,
         devices={kind: n for kind, n in c.resources.devices.items() if n > 0},
         host_ports=tuple(port.host_port for port in c.ports if port.host_port),
         has_command=bool(c.command), image=c.image,
@@ -136,6 +137,8 @@ ENFORCED = (
     "spec.container.image, command, args, env, ports (host ports are a filter; the image "
     "is scored by image-locality)",
     "spec.container.resources.cpu, memory (the resources filter; the runtime limits to them)",
+    "spec.container.resources.disk (the resources filter reserves it; the runtime does not "
+    "limit disk)",
     "spec.container.resources.devices (the devices filter)",
     "spec.container.dataSets (scored by data-locality; the runtime does not mount them)",
     "spec.placement.nodeSelector (platform and node-selector filters)",

@@ -81,6 +81,8 @@ _CONTAINER = frozenset({
 _PORT = frozenset({"name", "hostPort", "containerPort", "protocol", "hostIP"})
 _ENV_VAR = frozenset({"name", "value", "valueFrom"})
 _RESOURCES = frozenset({"limits", "requests", "claims"})
+# Kubernetes resource name -> the native field it becomes.
+_RESOURCE_NAMES = {"cpu": "cpu", "memory": "memory", "ephemeral-storage": "disk"}
 _LABEL_SELECTOR = frozenset({"matchLabels", "matchExpressions"})
 _STRATEGY = frozenset({"type", "rollingUpdate"})
 _ROLLING_UPDATE = frozenset({"maxSurge", "maxUnavailable"})
@@ -422,18 +424,19 @@ class _Translator:
         limits = self.mapping(doc.get("limits"), (*path, "limits"))
         for section, quantities in (("requests", requests), ("limits", limits)):
             for key, amount in quantities.items():
-                if str(key) not in ("cpu", "memory") and not _empty(amount):
+                if str(key) not in _RESOURCE_NAMES and not _empty(amount):
                     self.p.warn((*path, section, str(key)), NO_EQUIVALENT)
         out: dict[str, Any] = {}
         parsers: tuple[tuple[str, Callable[[object], int]], ...] = (
-            ("cpu", parse_cpu), ("memory", parse_memory))
+            ("cpu", parse_cpu), ("memory", parse_memory), ("ephemeral-storage", parse_memory))
         for name, parse in parsers:
             request, limit = requests.get(name), limits.get(name)
             chosen = "requests" if request is not None else "limits"
             if request is None and limit is None:
                 continue
-            out[name] = request if request is not None else limit
-            self.origins[(*_NATIVE_CONTAINER, "resources", name)] = (*path, chosen, name)
+            native = _RESOURCE_NAMES[name]
+            out[native] = request if request is not None else limit
+            self.origins[(*_NATIVE_CONTAINER, "resources", native)] = (*path, chosen, name)
             if request is not None and limit is not None:
                 self.compare(name, parse, request, limit, (*path, "limits", name))
         return out

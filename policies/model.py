@@ -395,8 +395,8 @@ def _read_ports(r: _Reader, value: Any, path: FieldPath) -> tuple[Port, ...]:
 
 def _read_resources(r: _Reader, value: Any, path: FieldPath) -> Resources:
     res = r.mapping(value, path)
-    r.known(res, path, {"cpu", "memory", "devices"})
-    cpu = mem = 0
+    r.known(res, path, {"cpu", "memory", "disk", "devices"})
+    cpu = mem = disk = 0
     try:
         cpu = parse_cpu(res["cpu"]) if res.get("cpu") is not None else 0
     except QuantityError as exc:
@@ -409,12 +409,18 @@ def _read_resources(r: _Reader, value: Any, path: FieldPath) -> Resources:
         r.p.error((*path, "memory"), str(exc))
     except OverflowError:
         r.p.error((*path, "memory"), "is too large to be a memory quantity")
+    try:
+        disk = parse_memory(res["disk"]) if res.get("disk") is not None else 0
+    except QuantityError as exc:
+        r.p.error((*path, "disk"), str(exc))
+    except OverflowError:
+        r.p.error((*path, "disk"), "is too large to be a disk quantity")
     devices: dict[str, int] = {}
     for kind, count in r.mapping(res.get("devices"), (*path, "devices")).items():
         number = r.required_integer(count, (*path, "devices", str(kind)), low=1, high=1000)
         if number is not None:
             devices[str(kind)] = number
-    return Resources(cpu_millis=cpu, memory_bytes=mem, devices=devices)
+    return Resources(cpu_millis=cpu, memory_bytes=mem, disk_bytes=disk, devices=devices)
 
 
 _PROBES = ("command", "httpGet", "tcpSocket")
@@ -768,6 +774,8 @@ def _container_doc(c: Container) -> dict[str, Any]:
         res["cpu"] = format_cpu(c.resources.cpu_millis)
     if c.resources.memory_bytes:
         res["memory"] = format_memory(c.resources.memory_bytes)
+    if c.resources.disk_bytes:
+        res["disk"] = format_memory(c.resources.disk_bytes)
     if c.resources.devices:
         res["devices"] = dict(c.resources.devices)
     if res:

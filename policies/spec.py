@@ -102,6 +102,8 @@ class Resources:
 
     cpu_millis: int = 0
     memory_bytes: int = 0
+    # Scratch space on the node's disk; reserved by the scheduler, not limited by the runtime.
+    disk_bytes: int = 0
     # Device kind (``nvidia.com/gpu``) -> how many the replica needs.
     devices: Mapping[str, int] = field(default_factory=dict)
 

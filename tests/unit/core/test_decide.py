@@ -54,3 +54,17 @@ def test_a_dry_run_of_an_optimal_deployment_says_how_the_batch_was_solved() -> N
     plan = dry_run(web, nodes, {}, specs(web))
     assert [p.slot for p in plan] == [0, 1, 2]
     assert all(p.node in {"n1", "n2"} and p.message.startswith("optimal (gap") for p in plan)
+
+
+def test_a_disk_request_goes_only_where_the_disk_is_free() -> None:
+    roomy = node("roomy", site="s2")
+    roomy = replace(roomy, capacity=replace(roomy.capacity, allocatable=replace(
+        roomy.capacity.allocatable, disk_bytes=3 * 1024**3)))
+    nodes = [node("n1"), roomy]
+    base = spec("cache", replicas=2, cpu=100, memory=64 * 1024**2)
+    cache = replace(base, container=replace(base.container, resources=replace(
+        base.container.resources, disk_bytes=2 * 1024**3)))
+    plan = dry_run(cache, nodes, {}, specs(cache))
+    assert plan[0].node == "roomy"
+    assert plan[1].node is None
+    assert "insufficient disk (need 2Gi, most free 1Gi)" in plan[1].message

@@ -317,6 +317,7 @@ CLASSIFIED: dict[tuple[str, str], tuple[Deployment, str | None]] = {
                              None),
     ("Resources", "cpu_millis"): (with_container(resources=Resources(cpu_millis=100)), None),
     ("Resources", "memory_bytes"): (with_container(resources=Resources(memory_bytes=MiB)), None),
+    ("Resources", "disk_bytes"): (with_container(resources=Resources(disk_bytes=MiB)), None),
     ("Resources", "devices"): (
         with_container(resources=Resources(devices={"nvidia.com/gpu": 1})),
         "spec.container.resources.devices: replicas go only to nodes that report enough "

@@ -160,6 +160,13 @@ CONTAINER_CASES = [
                  Container(image="myapp:latest", ports=(Port(container_port=80),),
                            resources=Resources(cpu_millis=500)),
                  [], id="equal-limits-written-differently"),
+    pytest.param({"resources": {"requests": {"ephemeral-storage": "2Gi"},
+                                "limits": {"ephemeral-storage": "4Gi"}}},
+                 Container(image="myapp:latest", ports=(Port(container_port=80),),
+                           resources=Resources(disk_bytes=2 * 2**30)),
+                 ["warning spec.template.spec.containers[0].resources.limits.ephemeral-storage: "
+                  "differs from requests.ephemeral-storage (2Gi); edgefed uses one value as both "
+                  "reservation and limit: the request"], id="ephemeral-storage-is-disk"),
     pytest.param({"resources": {"requests": {"cpu": "100m", "memory": "32Mi"},
                                 "limits": {"cpu": "200m", "memory": "32Mi",
                                            "nvidia.com/gpu": 1}}},
@@ -229,8 +236,8 @@ def test_deployment_label_wins_over_template_label_with_a_warning() -> None:
      "spec.template.spec.containers[0].livenessProbe: has no edgefed equivalent yet"),
     ((*CONTAINER, "volumeMounts"), [{"name": "data", "mountPath": "/data"}],
      "spec.template.spec.containers[0].volumeMounts: has no edgefed equivalent yet"),
-    ((*CONTAINER, "resources"), {"requests": {"ephemeral-storage": "1Gi"}},
-     "spec.template.spec.containers[0].resources.requests.ephemeral-storage: has no edgefed "
+    ((*CONTAINER, "resources"), {"requests": {"hugepages-2Mi": "1Gi"}},
+     "spec.template.spec.containers[0].resources.requests.hugepages-2Mi: has no edgefed "
      "equivalent yet"),
 ])
 def test_fields_without_equivalent_warn(path: tuple[Any, ...], value: Any, warning: str) -> None:

@@ -117,6 +117,9 @@ ERROR_CASES = [
                   "250m or 0.5)",
                   "spec.container.resources.memory: -1 is out of range (expected at least 0)"],
                  id="negative-quantities"),
+    pytest.param(container(resources={"disk": "lots"}),
+                 ["spec.container.resources.disk: 'lots' is not a memory quantity (expected "
+                  "like 64Mi or 1Gi)"], id="disk"),
     pytest.param(container(resources={"memory": 1.5}),
                  ["spec.container.resources.memory: expected a memory quantity like 64Mi or 1Gi, "
                   "found a number 1.5"], id="fractional-bytes"),
@@ -488,7 +491,7 @@ CONTAINERS = st.builds(
     env=LABELS,
     ports=st.lists(PORTS, max_size=3).map(tuple),
     resources=st.builds(Resources, cpu_millis=st.integers(0, 10**7),
-                        memory_bytes=st.integers(0, 2**50),
+                        memory_bytes=st.integers(0, 2**50), disk_bytes=st.integers(0, 2**50),
                         devices=st.dictionaries(
                             st.sampled_from(["nvidia.com/gpu", "example.com/tpu", "fpga"]),
                             st.integers(1, 1000), max_size=2)),
