@@ -156,7 +156,8 @@ ENFORCED = (
     "spec.failover.grace, disconnectTolerance (replacement after that long out of contact)",
     "spec.failover.onReconnect: keep-replacement and keep-original",
     "spec.failover.singleton (self-fencing agent, or edgefed confirm-lost)",
-    "spec.rollout (parallelism, delay, healthGated, failureAction, maxSurge, maxUnavailable; "
+    "spec.rollout (parallelism, delay, healthGated, failureAction, maxSurge, maxUnavailable, "
+    "progressDeadline; "
     "see docs/rollouts.md)",
 )
 

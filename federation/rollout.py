@@ -98,6 +98,7 @@ class RolloutState:
     rollback_of: int | None = None  # this rollout undoes that revision, automatically
     rollback_reason: str = ""
     finished_at: float | None = None
+    overdue_batch: int = 0  # the batch that missed the progress deadline (counted once)
     phase: Phase = Phase.PROGRESSING
     message: str = ""
 
@@ -145,6 +146,14 @@ def step(state: RolloutState, settings: Rollout, replicas: Sequence[Replica], no
         elif r.serving and r.running_since is not None and now - r.running_since >= monitor:
             proven.append(index)
     state = replace(state, proven=tuple(proven), failed=tuple(failed))
+    deadline = settings.progress_deadline.total_seconds()
+    if (deadline > 0 and state.batch and state.batch_started_at is not None
+            and state.overdue_batch != state.batch
+            and now - state.batch_started_at >= deadline
+            and not _batch_ready(state, settings, by_index, monitor)):
+        state = replace(state, overdue_batch=state.batch)
+        new_failures.append(f"batch {state.batch} not ready within the progress deadline of "
+                            f"{deadline:g}s")
 
     rollback = ""
     if new_failures and not state.paused:
@@ -291,7 +300,8 @@ def to_document(state: RolloutState) -> dict[str, Any]:
         "replaced": list(state.replaced), "proven": list(state.proven),
         "failed": list(state.failed), "paused": state.paused,
         "rollback_of": state.rollback_of, "rollback_reason": state.rollback_reason,
-        "finished_at": state.finished_at, "phase": state.phase.value,
+        "finished_at": state.finished_at, "overdue_batch": state.overdue_batch,
+        "phase": state.phase.value,
         "message": state.message,
     }
 
@@ -316,6 +326,7 @@ def from_document(doc: Mapping[str, Any]) -> RolloutState:
         failed=ints("failed"), paused=str(doc.get("paused", "")),
         rollback_of=None if rollback_of is None else int(rollback_of),
         rollback_reason=str(doc.get("rollback_reason", "")), finished_at=opt("finished_at"),
+        overdue_batch=int(doc.get("overdue_batch", 0)),
         phase=Phase(doc.get("phase", Phase.PROGRESSING.value)),
         message=str(doc.get("message", "")))
 

@@ -226,7 +226,7 @@ class _Translator:
         self.fields(meta, ("metadata",), _OBJECT_META, {"name", "labels"})
         spec = self.mapping(top.get("spec"), ("spec",), required=True)
         self.fields(spec, ("spec",), _DEPLOYMENT_SPEC,
-                    {"replicas", "selector", "template", "strategy"})
+                    {"replicas", "selector", "template", "strategy", "progressDeadlineSeconds"})
         template = self.mapping(spec.get("template"), _TEMPLATE, required=True)
         self.fields(template, _TEMPLATE, _POD_TEMPLATE, _POD_TEMPLATE)
         template_meta = self.mapping(template.get("metadata"), (*_TEMPLATE, "metadata"))
@@ -250,6 +250,10 @@ class _Translator:
         if placement:
             native_spec["placement"] = placement
         rollout = self.rollout(spec.get("strategy"), spec.get("replicas"))
+        if spec.get("progressDeadlineSeconds") is not None:
+            rollout["progressDeadline"] = spec["progressDeadlineSeconds"]
+            self.origins[("spec", "rollout", "progressDeadline")] = (
+                "spec", "progressDeadlineSeconds")
         if rollout:
             native_spec["rollout"] = rollout
         self.restart_policy(pod, native_spec)

@@ -546,7 +546,7 @@ _FAILOVER_FIELDS = {"grace": "grace", "disconnectTolerance": "disconnect_toleran
                     "onReconnect": "on_reconnect", "singleton": "singleton"}
 _ROLLOUT_FIELDS = {"parallelism": "parallelism", "delay": "delay", "healthGated": "health_gated",
                    "failureAction": "failure_action", "maxSurge": "max_surge",
-                   "maxUnavailable": "max_unavailable"}
+                   "maxUnavailable": "max_unavailable", "progressDeadline": "progress_deadline"}
 
 
 def _read_placement(r: _Reader, value: Any, path: FieldPath) -> Placement:
@@ -675,6 +675,8 @@ def _read_rollout(r: _Reader, value: Any, path: FieldPath) -> Rollout:
                             high=MAX_REPLICAS),
         max_unavailable=r.integer(doc.get("maxUnavailable"), (*path, "maxUnavailable"),
                                   default=1, low=0, high=MAX_REPLICAS),
+        progress_deadline=r.duration(doc.get("progressDeadline"), (*path, "progressDeadline"),
+                                     default=Rollout().progress_deadline),
     )
 
 
@@ -910,6 +912,7 @@ _FAILOVER_WRITERS: dict[str, Callable[[Any], Any]] = {
 }
 _ROLLOUT_WRITERS: dict[str, Callable[[Any], Any]] = {
     "delay": format_duration, "failure_action": lambda value: value.value,
+    "progress_deadline": format_duration,
 }
 
 

@@ -342,6 +342,8 @@ class Rollout:
     failure_action: FailureAction = FailureAction.PAUSE
     max_surge: int = 0  # extra instances during a rollout
     max_unavailable: int = 1
+    # A batch not ready this long after it started is a failed update (0: no deadline).
+    progress_deadline: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

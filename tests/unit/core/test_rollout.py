@@ -107,8 +107,9 @@ def test_no_room_to_stop_another_waits_with_the_reason() -> None:
 # -- pacing: readiness, health gate, delay --------------------------------------------
 
 def in_batch(marks: str, batch_slots: tuple[int, ...], **kw: object) -> RolloutState:
-    fields: dict[str, object] = {"batch": 1, "replaced": batch_slots, **kw}
-    return state(marks, batch_slots=batch_slots, batch_started_at=NOW - 5, **fields)
+    fields: dict[str, object] = {"batch": 1, "replaced": batch_slots,
+                                 "batch_started_at": NOW - 5, **kw}
+    return state(marks, batch_slots=batch_slots, **fields)
 
 
 PACING = {
@@ -247,6 +248,40 @@ def test_failure_with_rollback_asks_for_the_rollback() -> None:
     assert result.replace_now == frozenset()
     assert result.events == (("RolloutFailed", "revision 2 failed (web/0 failed: exited with "
                               "code 1); rolling back to revision 1"),)
+
+
+DEADLINE = timedelta(seconds=60)
+
+
+def test_a_batch_that_misses_the_progress_deadline_is_a_failed_update() -> None:
+    rollout = settings(progress_deadline=DEADLINE)
+    # Batch 1 started 59 s ago and its new instance still does not run: not yet.
+    early = step(in_batch("soo", (0,), batch_started_at=NOW - 59), rollout, replicas("soo"), NOW)
+    assert early.state.paused == "" and early.events == ()
+    late = step(in_batch("soo", (0,), batch_started_at=NOW - 60), rollout, replicas("soo"), NOW)
+    why = "batch 1 not ready within the progress deadline of 60s"
+    assert late.state.paused == why and late.state.phase is Phase.PAUSED
+    assert late.events == (("RolloutPaused", f"rollout to revision 2 paused: {why}"),)
+    assert from_document(to_document(late.state)).overdue_batch == 1
+    rollback = step(in_batch("soo", (0,), batch_started_at=NOW - 60),
+                    settings(progress_deadline=DEADLINE, failure_action=FailureAction.ROLLBACK),
+                    replicas("soo"), NOW)
+    assert rollback.rollback == why
+
+
+def test_a_missed_deadline_with_continue_is_reported_once() -> None:
+    rollout = settings(progress_deadline=DEADLINE, failure_action=FailureAction.CONTINUE)
+    first = step(in_batch("soo", (0,), batch_started_at=NOW - 61), rollout, replicas("soo"), NOW)
+    assert [kind for kind, _ in first.events] == ["RolloutFailure"]
+    again = step(first.state, rollout, replicas("soo"), NOW + 1)
+    assert again.events == ()
+
+
+def test_a_zero_progress_deadline_waits_forever() -> None:
+    rollout = settings(progress_deadline=timedelta(0))
+    result = step(in_batch("soo", (0,), batch_started_at=NOW - 10**6), rollout,
+                  replicas("soo"), NOW)
+    assert result.state.paused == "" and result.state.phase is Phase.WAITING_HEALTH
 
 
 def test_a_rollback_that_fails_pauses_instead_of_rolling_forward() -> None:

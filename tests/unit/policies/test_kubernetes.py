@@ -220,8 +220,6 @@ def test_deployment_label_wins_over_template_label_with_a_warning() -> None:
     (("metadata", "namespace"), "prod", "metadata.namespace: has no edgefed equivalent yet"),
     (("metadata", "annotations"), {"team": "web"}, "metadata.annotations: has no edgefed "
      "equivalent yet"),
-    (("spec", "progressDeadlineSeconds"), 600, "spec.progressDeadlineSeconds: has no edgefed "
-     "equivalent yet"),
     (("spec", "minReadySeconds"), 5, "spec.minReadySeconds: has no edgefed equivalent yet"),
     ((*POD, "affinity"), {"nodeAffinity": {PREFERRED: [
         {"weight": 1, "preference": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}]}},
@@ -542,6 +540,16 @@ def test_rollout_translation(replicas: int | None, strategy: dict[str, Any],
         parallelism=(rollout or {}).get("parallelism", 1),
         max_surge=(rollout or {}).get("maxSurge", 0),
         max_unavailable=(rollout or {}).get("maxUnavailable", 1))
+
+
+def test_progress_deadline_seconds_becomes_the_rollouts_progress_deadline() -> None:
+    deployment, problems = outcome(seed((("spec", "progressDeadlineSeconds"), 120)))
+    assert problems == []
+    assert deployment is not None
+    assert deployment.rollout.progress_deadline == timedelta(seconds=120)
+    bad, errors = outcome(seed((("spec", "progressDeadlineSeconds"), "soon")))
+    assert bad is None
+    assert any("spec.progressDeadlineSeconds" in e for e in errors), errors
 
 
 # -- scheduling and rollout: what is refused -----------------------------------------
