@@ -32,6 +32,8 @@ VERSION = "0.1.0"
 RESTART_BACKOFF_MAX = 60.0
 SUPERVISE_CONCURRENCY = 4  # runtime calls in flight at once during one supervise pass
 OFFLINE_NOTICE_AFTER = 3.0  # a broker blip shorter than this is not worth a warning
+IMAGES_EVERY = 30.0  # seconds between two listings of the images present
+IMAGES_TIMEOUT = 5.0  # an engine that takes longer to list them is said not to answer
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Agent:
             asyncio.create_task(self._handle_messages(), name="commands"),
             asyncio.create_task(self._supervise_loop(), name="supervise"),
             asyncio.create_task(self._report_loop(), name="report"),
+            asyncio.create_task(self._image_loop(), name="images"),
             asyncio.create_task(self._watch_broker(), name="broker watch"),
             asyncio.create_task(self._fence_loop(), name="self-fencing"),
             asyncio.create_task(self.probes.run(), name="rtt probes"),
@@ -495,18 +498,49 @@ class Agent:
         )
 
     async def _report_loop(self) -> None:
+        """Capacity reports are the node's heartbeats: nothing here may wait on the
+        runtime (see _image_loop), or a hung engine would make a healthy node Lost."""
         assert self.bus is not None
-        last_images = 0.0
         while True:
             await self.bus.connected.wait()
-            if time.monotonic() - last_images > 30:
-                try:
-                    self.images = tuple(await self.runtime.images())
-                    last_images = time.monotonic()
-                except RuntimeAdapterError as exc:
-                    log.warning("cannot list images: %s", exc)
             self.changed.clear()
             self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.CAPACITY),
                              self._encode(wire.SCHEMA_CAPACITY, self.capacity()), retain=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=self.config.report_interval)
+
+    async def _image_loop(self) -> None:
+        """Keep ``self.images`` fresh for the reports, apart from them: the reports carry
+        the last list known while the engine does not answer. At most one listing is in
+        flight, however long the engine hangs."""
+        listing: asyncio.Task[list[str]] | None = None
+        silent_since: float | None = None
+        try:
+            while True:
+                if listing is None:
+                    listing = asyncio.create_task(self.runtime.images(), name="list images")
+                done, _ = await asyncio.wait({listing}, timeout=IMAGES_TIMEOUT)
+                if not done:
+                    if silent_since is None:
+                        silent_since = time.monotonic()
+                        log.warning("the %s engine does not answer (no image list within %g s); "
+                                    "reporting the last %d image(s) known", self.runtime.name,
+                                    IMAGES_TIMEOUT, len(self.images))
+                    continue
+                try:
+                    images = tuple(listing.result())
+                except RuntimeAdapterError as exc:
+                    log.warning("cannot list images: %s", exc)
+                else:
+                    if silent_since is not None:
+                        log.info("the %s engine answers again after %.1f s", self.runtime.name,
+                                 time.monotonic() - silent_since)
+                        silent_since = None
+                    if images != self.images:
+                        self.images = images
+                        self.changed.set()
+                listing = None
+                await asyncio.sleep(IMAGES_EVERY)
+        finally:
+            if listing is not None:
+                listing.cancel()

@@ -1,0 +1,77 @@
+"""A hung Docker engine must not cost a healthy node its place in the federation.
+
+The agent reaches the machine's engine through a fault proxy that accepts every
+connection and forwards nothing (blackhole): each engine call hangs until the
+SDK's own timeout. Capacity reports are the node's heartbeats and must keep
+flowing meanwhile, so the node stays Ready well past the controller's grace."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+from edge_agent.agent import IMAGES_TIMEOUT
+from federation.drill.faults import FaultProxy
+from federation.localfed import LocalFederation, Proc, edgefed_argv
+from tests.drills.test_node_failures import api
+from tests.support import wait_until
+
+ENGINE_SOCKET = "/var/run/docker.sock"
+LOST_AFTER = 2.0
+INTERVAL = 0.5
+GRACE = 3 * INTERVAL + LOST_AFTER  # silence after which the node would be Lost
+
+
+def node_row(fed: LocalFederation, name: str) -> dict[str, Any]:
+    return next((n for n in api(fed, "nodes") if n["name"] == name), {})
+
+
+def log_says(proc: Proc, text: str) -> bool:
+    return text in proc.log_path.read_text(errors="replace")
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(not os.path.exists(ENGINE_SOCKET), reason=f"no {ENGINE_SOCKET}")
+def test_a_hung_docker_engine_does_not_stop_heartbeats(make_federation):
+    fed = make_federation("docker")
+    with FaultProxy(ENGINE_SOCKET) as engine:
+        engine.set(blackhole=True)  # connections open, requests vanish, nothing answers
+        fed.start_controller("--lost-after", str(LOST_AFTER))
+        node = f"a1-{fed.tag}"
+        argv = edgefed_argv("agent", "--broker", fed.broker_url, "--site", "site-a", "--node",
+                            node, "--runtime", "docker", "--report-interval", str(INTERVAL),
+                            "--state-dir", str(fed.workdir / "agents" / node))
+        for label in fed.container_labels:
+            argv += ["--container-label", label]
+        env = {**fed.env(), "DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"}
+        agent = fed.agents[node] = Proc(f"agent {node}", argv, fed.workdir / f"agent-{node}.log",
+                                        env).start()
+        wait_until(lambda: node_row(fed, node).get("state") == "Ready", timeout=30,
+                   what=f"{node} Ready while its engine hangs")
+        wait_until(lambda: log_says(agent, "no image list within"), timeout=IMAGES_TIMEOUT + 10,
+                   what="the agent saying its engine does not answer")
+        hung_at = time.monotonic()
+        seen: list[dict[str, Any]] = []
+
+        def watched_past_the_grace() -> bool:
+            seen.append(node_row(fed, node))
+            return time.monotonic() - hung_at > GRACE + 2 * INTERVAL
+
+        wait_until(watched_past_the_grace, timeout=GRACE + 10, what="the grace to pass",
+                   interval=0.2)
+        assert engine.stats().dropped > 0, "no request reached the stalled engine"
+        assert engine.stats().bytes_down == 0, "the engine answered through the blackhole"
+
+        # The engine recovers: hung requests are reset and the next listing succeeds.
+        engine.clear()
+        engine.reset()
+        wait_until(lambda: log_says(agent, "engine answers again"), timeout=30,
+                   what="the agent noticing its engine answers again")
+        assert agent.alive()
+    print(f"\nengine hang: node states seen {sorted({r.get('state') for r in seen})}, "
+          f"longest silence {max(r.get('last_seen_seconds', 0) for r in seen)} s")
+    assert {r.get("state") for r in seen} == {"Ready"}
+    assert max(r.get("last_seen_seconds", 99) for r in seen) < 3 * INTERVAL
