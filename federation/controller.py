@@ -124,6 +124,7 @@ class Controller:
         )
         tasks = [asyncio.create_task(self.bus.run(self._on_connect), name="bus"),
                  asyncio.create_task(self._consume(), name="consume"),
+                 asyncio.create_task(self._watch_broker(), name="broker watch"),
                  asyncio.create_task(self._loop(), name="reconcile")]
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -144,6 +145,25 @@ class Controller:
         if not self.ready.is_set():
             await asyncio.sleep(WARM_UP)
             self.ready.set()
+            self.wake.set()
+
+    async def _watch_broker(self) -> None:
+        """Cut off from the broker, the controller hears no node at all: node liveness
+        pauses (silence moves no node to Suspect or Lost) and, once connected again,
+        every node gets a fresh grace before its silence counts."""
+        assert self.bus is not None
+        while True:
+            await self.bus.offline.wait()
+            since = time.time()
+            self.inventory.pause(since)
+            if self.bus.connects:
+                log.warning("cut off from the broker: node liveness paused, no node becomes "
+                            "Suspect or Lost until the controller is connected again")
+            await self.bus.connected.wait()
+            self.inventory.resume(time.time())
+            if self.bus.connects > 1:
+                log.info("connected to the broker again after %.1f s: every node gets a "
+                         "fresh grace", time.time() - since)
             self.wake.set()
 
     # -- inbound ---------------------------------------------------------------
@@ -177,7 +197,8 @@ class Controller:
                                    after.reason, now)
         elif isinstance(body, wire.Capacity):
             before = self.inventory.nodes.get(node)
-            after = self.inventory.observe_capacity(node, message.epoch, body, now)
+            after = self.inventory.observe_capacity(node, message.epoch, body, now,
+                                                    sent_at=message.sent_at)
             self._note_node_change(before.state if before else None, after.state, node,
                                    after.reason, now)
             self._observe_rtt(node, body, now)
@@ -293,7 +314,10 @@ class Controller:
         await self.ready.wait()
         while True:
             try:
-                self.pass_once(time.time())
+                # Cut off from the broker, it would act on a world it cannot see (a
+                # Suspect node's grace would run out) with commands that cannot go out.
+                if self.inventory.paused_since is None:
+                    self.pass_once(time.time())
             except Exception:  # one bad pass must not stop the controller
                 log.exception("reconcile pass failed")
             # Tick at the next liveness deadline if it comes before TICK, so that
@@ -735,8 +759,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds out of contact before a node is Lost and its work moves, "
                         "unless a deployment sets failover.grace (default 10)")
     parser.add_argument("--ready-after-reports", type=int, default=2,
-                        help="consecutive reports a node back from Lost sends before it is "
-                        "Ready (default 2)")
+                        help="timely reports (at least half an interval apart) a node back "
+                        "from Lost sends before it is Ready (default 2)")
     parser.add_argument("--flap-limit", type=int, default=3,
                         help="disconnects within --flap-window that make a node flapping, held "
                         "Suspect (no new work) until --hold-down after its last; 0 turns flap "

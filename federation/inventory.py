@@ -6,7 +6,14 @@ contact with it (its agent says it is offline, by Last Will, or its heartbeats
 stop) and Suspect -> Lost when contact stays lost for ``Liveness.lost_after``;
 a fresh capacity report brings it back to Ready. A node back from Lost first
 stays Suspect for ``Liveness.ready_after_reports`` consecutive reports
-(hysteresis); meanwhile the controller stops its superseded instances.
+(hysteresis); meanwhile the controller stops its superseded instances. Only
+*timely* reports count: one held back in transit (queued during the outage and
+delivered in a burst when the link heals) or one that follows the last counted
+one by less than half a report interval does not.
+
+While the controller itself is cut off from the broker (``pause``/``resume``),
+no heartbeat can arrive whatever the nodes do: silence moves no node, and after
+the reconnect every node gets a fresh grace before its silence is judged.
 
 Flap damping (``Liveness.flap_limit`` > 0; see docs/failover.md): every loss of
 contact is a disconnect; a node with ``flap_limit`` disconnects within
@@ -20,6 +27,7 @@ Ready again.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -43,8 +51,8 @@ class Liveness:
 
     heartbeat_misses: float = 3.0  # Suspect after this many capacity intervals without one
     lost_after: float = 10.0  # seconds out of contact before Lost
-    # A node back from Lost is Ready only after this many consecutive capacity reports
-    # (losing contact starts the count again); 1 makes it Ready on the first.
+    # A node back from Lost is Ready only after this many consecutive timely capacity
+    # reports (losing contact starts the count again); 1 makes it Ready on the first.
     ready_after_reports: int = 2
     # Flap damping: this many disconnects within flap_window seconds make a node
     # flapping, held Suspect until hold_down seconds after its last one. 0: no damping.
@@ -75,6 +83,12 @@ class Node:
     disconnects: tuple[float, ...] = ()  # when it lost contact, within the flap window
     held_until: float = 0.0  # flapping: Suspect at least until then
     confirmed_lost: bool = False  # an operator said it is gone (until it is heard again)
+    # The last capacity report: controller time it arrived, and arrival minus the
+    # sender's sent_at (transit time plus the two clocks' offset). Reports that arrive
+    # in step have about the same delay; ones held back in transit have a longer one.
+    report_at: float | None = None
+    report_delay: float = 0.0
+    counted_at: float | None = None  # the last report counted toward ready_after_reports
 
     @property
     def labels(self) -> dict[str, str]:
@@ -116,6 +130,26 @@ def clock(at: float) -> str:
 class Inventory:
     liveness: Liveness = field(default_factory=Liveness)
     nodes: dict[str, Node] = field(default_factory=dict)
+    # Since when the controller is cut off from the broker (None: connected), and
+    # when it was connected again: silence before then does not count.
+    paused_since: float | None = None
+    resumed_at: float = -math.inf
+
+    def pause(self, now: float) -> None:
+        """The controller lost its broker connection: until ``resume`` no heartbeat can
+        arrive, so silence moves no node to Suspect or Lost."""
+        if self.paused_since is None:
+            self.paused_since = now
+
+    def resume(self, now: float) -> None:
+        """Connected again: every node gets a fresh grace. Heartbeats are judged from
+        ``now``, and a node already out of contact (not Lost) starts its grace again."""
+        self.paused_since = None
+        self.resumed_at = now
+        for name, node in self.nodes.items():
+            if (node.state is NodeState.SUSPECT and not node.returning
+                    and node.unreachable_since is not None and not node.confirmed_lost):
+                self.nodes[name] = replace(node, unreachable_since=now)
 
     def observe_presence(self, name: str, epoch: str, presence: Presence, now: float) -> Node:
         old = self.nodes.get(name)
@@ -135,16 +169,20 @@ class Inventory:
         self.nodes[name] = node
         return node
 
-    def observe_capacity(self, name: str, epoch: str, capacity: Capacity, now: float) -> Node:
+    def observe_capacity(self, name: str, epoch: str, capacity: Capacity, now: float, *,
+                         sent_at: float | None = None) -> Node:
+        """A capacity report that arrived at ``now``; ``sent_at`` is the sender's
+        clock when it sent it (None: just now)."""
         old = self.nodes.get(name)
+        delay = 0.0 if sent_at is None else now - sent_at
         if old is None:
             node = Node(name=name, site=capacity.site, epoch=epoch, online=True,
                         state=NodeState.READY, state_since=now, last_seen=now,
-                        capacity=capacity)
+                        capacity=capacity, report_at=now, report_delay=delay)
         else:
             # A capacity report is a heartbeat; an offline node reporting again is online.
             node = replace(old, site=capacity.site, epoch=epoch, online=True, last_seen=now,
-                           capacity=capacity)
+                           capacity=capacity, report_at=now, report_delay=delay)
             node = self._back(old, self._contact(node), now)
         self.nodes[name] = node
         return node
@@ -187,6 +225,7 @@ class Inventory:
             # Back from Lost and gone again before it counted as Ready: it is Lost again
             # and a later return counts anew.
             return replace(node, state=NodeState.LOST, state_since=now, returning=0,
+                           counted_at=None,
                            reason=f"{why} again while back from Lost" + self._flapping(node, now))
         return replace(node, state=NodeState.SUSPECT, state_since=now,
                        reason=why + self._flapping(node, now))
@@ -205,15 +244,22 @@ class Inventory:
         needed = self.liveness.ready_after_reports
         count = 0
         if old.state is NodeState.LOST or old.returning:
-            count = old.returning + 1
+            count = old.returning
+            if self._timely(old, node, now):
+                count += 1
+                node = replace(node, counted_at=now)
+            why = (f"back after Lost; Ready after {needed} consecutive reports ({count} so far)"
+                   + self._flapping(node, now))
+            if count == 0:
+                # Only reports held back in transit so far: in contact, but still Lost.
+                return replace(node, state=NodeState.LOST, state_since=old.state_since,
+                               returning=0, reason=why)
             if count < needed:
                 # Still Suspect: it gets no new work, keeps none it lost, but is sent the
                 # stops for its superseded instances.
                 return replace(node, state=NodeState.SUSPECT,
                                state_since=now if old.state is NodeState.LOST else old.state_since,
-                               returning=count,
-                               reason=f"back after Lost; Ready after {needed} consecutive "
-                               f"reports ({count} so far)" + self._flapping(node, now))
+                               returning=count, reason=why)
         if now < node.held_until:
             # Flapping: in contact, keeps its work, gets no new work until stable.
             return replace(node, state=NodeState.SUSPECT,
@@ -222,8 +268,23 @@ class Inventory:
         return replace(node, state=NodeState.READY, state_since=now, reason="", returning=0,
                        unreachable_since=None)
 
+    def _timely(self, old: Node, node: Node, now: float) -> bool:
+        """Whether ``node``'s new report counts toward ready_after_reports: its delay is
+        within half an interval of the report before it (a report queued during an
+        outage arrives late by the time it was held), and it comes at least half an
+        interval after the last counted one (a burst is one report, not several).
+        Delays are compared with each other, never with the controller's clock, so
+        the sender's clock offset cancels out."""
+        half = (node.capacity.interval if node.capacity else 5.0) / 2
+        if old.report_at is not None and abs(node.report_delay - old.report_delay) > half:
+            return False
+        return old.counted_at is None or now - old.counted_at >= half
+
     def tick(self, now: float) -> list[Node]:
-        """Advance liveness to ``now``; return the nodes whose state changed."""
+        """Advance liveness to ``now``; return the nodes whose state changed. Nothing
+        changes while paused: the controller's own silence says nothing of the nodes."""
+        if self.paused_since is not None:
+            return []
         changed = []
         for name, node in list(self.nodes.items()):
             new = self._next(node, now)
@@ -234,7 +295,8 @@ class Inventory:
 
     def _overdue(self, node: Node, now: float) -> bool:
         interval = node.capacity.interval if node.capacity else 5.0
-        return now - node.last_seen > interval * self.liveness.heartbeat_misses
+        heard = max(node.last_seen, self.resumed_at)
+        return now - heard > interval * self.liveness.heartbeat_misses
 
     def _in_contact(self, node: Node, now: float) -> bool:
         return node.online and not self._overdue(node, now)
@@ -261,13 +323,15 @@ class Inventory:
         """The earliest time at which ``tick`` may change a node's state without any
         new message, or None. Lets the caller tick right at a deadline, so a grace
         ends when it is over and not up to a loop period later."""
+        if self.paused_since is not None:
+            return None
         deadlines = []
         for node in self.nodes.values():
             if node.capacity is None:
                 continue
             # tick tests `>` against the heartbeat deadline: a hair after it.
-            overdue_at = (node.last_seen + node.capacity.interval * self.liveness.heartbeat_misses
-                          + 1e-3)
+            heard = max(node.last_seen, self.resumed_at)
+            overdue_at = heard + node.capacity.interval * self.liveness.heartbeat_misses + 1e-3
             if node.online and (node.state is NodeState.READY or node.returning
                                 or node.unreachable_since is None):
                 deadlines.append(overdue_at)

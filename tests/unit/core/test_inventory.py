@@ -40,7 +40,7 @@ def test_first_capacity_report_makes_a_node_ready() -> None:
     node = inv.observe_capacity("n1", "boot-1", capacity(labels={"tier": "edge"}), 100.0)
     assert node == Node(name="n1", site="berlin", epoch="boot-1", online=True,
                         state=NodeState.READY, state_since=100.0, last_seen=100.0,
-                        capacity=capacity(labels={"tier": "edge"}))
+                        capacity=capacity(labels={"tier": "edge"}), report_at=100.0)
     assert inv.ready() == [node]
     assert node.labels == {"tier": "edge", "node": "n1", "site": "berlin", "arch": "arm64",
                            "os": "linux", "runtime": "docker"}
@@ -115,9 +115,9 @@ def test_capacity_report_returns_a_node_to_ready(lost: bool) -> None:
     if lost:  # back from Lost: Ready on the second consecutive report (the default)
         node = inv.observe_capacity("n1", "boot-2", capacity(), 20.5)
         assert (node.state, node.returning) == (NodeState.SUSPECT, 1)
-    node = inv.observe_capacity("n1", "boot-2", capacity(), 21.0)
+    node = inv.observe_capacity("n1", "boot-2", capacity(), 23.0)
     assert (node.state, node.state_since, node.reason, node.online, node.epoch,
-            node.returning) == (NodeState.READY, 21.0, "", True, "boot-2", 0)
+            node.returning) == (NodeState.READY, 23.0, "", True, "boot-2", 0)
 
 
 def lost_at_11() -> Inventory:
@@ -158,8 +158,8 @@ HYSTERESIS = [
     pytest.param(2, [("cap", 20.0), ("tick", 35.1)],
                  (NodeState.LOST, 35.1, "no heartbeat for 15.1 s again while back from Lost"),
                  id="missed-heartbeats-during-hold-is-lost-again"),
-    pytest.param(2, [("cap", 20.0), ("tick", 35.1), ("cap", 36.0), ("cap", 37.0)],
-                 (NodeState.READY, 37.0, ""), id="ready-after-a-fresh-run-of-reports"),
+    pytest.param(2, [("cap", 20.0), ("tick", 35.1), ("cap", 36.0), ("cap", 38.5)],
+                 (NodeState.READY, 38.5, ""), id="ready-after-a-fresh-run-of-reports"),
 ]
 
 
@@ -295,3 +295,101 @@ def test_next_change_is_when_tick_would_act(steps: list[tuple[str, float]],
     if due is not None:  # nothing changes just before it; something just after
         assert Inventory(liveness=inv.liveness, nodes=dict(inv.nodes)).tick(due - 0.01) == []
         assert inv.tick(due + 1e-6) != []
+
+
+# -- only timely reports bring a node back from Lost -------------------------------------
+
+SKEW = 1000.0  # the agent's clock runs this far ahead of the controller's: must not matter
+
+
+def report(inv: Inventory, arrived: float, sent: float | None = None) -> Node:
+    """A capacity report (interval 5) sent at ``sent`` (default: as it arrives), by the
+    agent's clock, which is SKEW ahead."""
+    sent_at = (arrived if sent is None else sent) + SKEW
+    return inv.observe_capacity("n1", "boot-1", capacity(), arrived, sent_at=sent_at)
+
+
+def lost_with_skew() -> Inventory:
+    """n1 reported in step at 0 and 5, then fell silent; Lost at 25."""
+    inv = Inventory()
+    report(inv, 0.0)
+    report(inv, 5.0)
+    inv.tick(20.1)
+    inv.tick(30.1)
+    assert inv.nodes["n1"].state is NodeState.LOST
+    return inv
+
+
+@pytest.mark.parametrize(("arrivals", "expected"), [
+    pytest.param([(40.0, None)], (NodeState.SUSPECT, 1), id="first-report-on-time-counts"),
+    pytest.param([(40.0, 25.0), (40.0, 30.0), (40.0, 35.0)], (NodeState.LOST, 0),
+                 id="reports-queued-in-the-outage-do-not-count"),
+    pytest.param([(40.0, 25.0), (40.0, 30.0), (40.0, 35.0), (40.1, None), (45.0, None)],
+                 (NodeState.SUSPECT, 1), id="counting-starts-once-reports-arrive-in-step"),
+    pytest.param([(40.0, 25.0), (40.0, 35.0), (40.1, None), (45.0, None), (50.0, None)],
+                 (NodeState.READY, 0), id="ready-after-two-timely-reports"),
+    pytest.param([(40.0, None), (40.1, None), (40.2, None)], (NodeState.SUSPECT, 1),
+                 id="a-burst-counts-once"),
+    pytest.param([(40.0, None), (40.1, None), (42.5, None)], (NodeState.READY, 0),
+                 id="half-an-interval-apart-counts-again"),
+    pytest.param([(40.0, None), (45.0, 40.0 - 3.0)], (NodeState.SUSPECT, 1),
+                 id="a-report-late-by-more-than-half-an-interval-does-not-count"),
+])
+def test_a_node_back_from_lost_counts_only_timely_reports(
+        arrivals: list[tuple[float, float | None]], expected: tuple[NodeState, int]) -> None:
+    inv = lost_with_skew()
+    for arrived, sent in arrivals:
+        node = report(inv, arrived, sent)
+    assert (node.state, node.returning) == expected
+    assert node.unreachable_since is None  # in contact all along: the grace does not run
+
+
+def test_stale_reports_keep_a_lost_node_lost_and_say_why() -> None:
+    inv = lost_with_skew()
+    node = report(inv, 40.0, 30.0)
+    assert (node.state, node.state_since) == (NodeState.LOST, 30.1)
+    assert node.reason == "back after Lost; Ready after 2 consecutive reports (0 so far)"
+    # Silent again: Lost again, and the count starts from zero.
+    inv.tick(55.1)
+    assert state(inv) == (NodeState.LOST, 55.1,
+                          "no heartbeat for 15.1 s again while back from Lost")
+
+
+# -- the controller's own outage pauses node liveness ------------------------------------
+
+
+def test_a_paused_inventory_moves_no_node_however_long_the_silence() -> None:
+    inv = reported(0.0)
+    inv.pause(2.0)
+    assert inv.next_change() is None
+    assert inv.tick(1000.0) == []
+    assert state(inv) == (NodeState.READY, 0.0, "")
+
+
+def test_after_resume_every_ready_node_gets_a_fresh_grace() -> None:
+    inv = reported(0.0)
+    inv.pause(2.0)
+    inv.resume(100.0)
+    assert inv.next_change() == pytest.approx(115.001)  # 3 intervals from the resume
+    assert inv.tick(115.0) == []
+    assert [n.state for n in inv.tick(115.01)] == [NodeState.SUSPECT]
+    assert inv.tick(125.0) == []
+    assert [n.state for n in inv.tick(125.01)] == [NodeState.LOST]
+
+
+def test_after_resume_a_suspect_node_starts_its_grace_again_and_a_lost_one_stays_lost() -> None:
+    inv = reported(0.0)
+    inv.observe_capacity("gone", "boot-1", capacity(), 0.0)
+    inv.observe_presence("gone", "boot-1", OFFLINE, 1.0)  # Lost at 11
+    inv.observe_capacity("n1", "boot-1", capacity(), 8.0)
+    inv.observe_presence("n1", "boot-1", OFFLINE, 9.0)  # Suspect: grace over at 19
+    inv.tick(11.0)
+    assert (inv.nodes["n1"].state, inv.nodes["gone"].state) == (
+        NodeState.SUSPECT, NodeState.LOST)
+    inv.pause(12.0)
+    assert inv.tick(40.0) == []  # n1's grace would have been over at 19
+    inv.resume(40.0)
+    assert inv.nodes["n1"].out_of_contact(45.0) == 5.0
+    assert inv.tick(49.9) == []
+    assert [(n.name, n.state) for n in inv.tick(50.0)] == [("n1", NodeState.LOST)]
+    assert inv.nodes["gone"].state is NodeState.LOST
