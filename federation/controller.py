@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -56,6 +57,8 @@ log = logging.getLogger("edgefed.controller")
 TICK = 1.0  # seconds between reconcile passes when nothing wakes the loop
 INFLIGHT_EXPIRY = 60.0  # seconds before an unanswered command is no longer tracked
 WARM_UP = 1.5  # seconds after connecting before the first pass: retained reports arrive first
+ECHO_EVERY = 0.5  # seconds between the controller's echoes to itself through the broker
+ECHO_TIMEOUT = 2.0  # seconds without an echo back before the controller counts itself cut off
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Controller:
         self.rejected: Counter[str] = Counter()
         self.epoch = new_epoch()
         self.seq = 0
+        self._echo_heard = -math.inf  # monotonic time the last echo came back
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.bus: Bus | None = None
@@ -116,9 +120,10 @@ class Controller:
         self.bus = Bus(
             self.broker_url,
             client_id=f"edgefed-controller-{self.topics.root}",
-            subscriptions=[(self.topics.all_nodes(k), 1) for k in
-                           (wire.NodeTopic.PRESENCE, wire.NodeTopic.CAPACITY,
-                            wire.NodeTopic.EVENTS)],
+            subscriptions=[*((self.topics.all_nodes(k), 1) for k in
+                             (wire.NodeTopic.PRESENCE, wire.NodeTopic.CAPACITY,
+                              wire.NodeTopic.EVENTS)),
+                           (self.topics.controller_echo, 0)],
             will=lambda: Will(self.topics.controller_presence,
                               self._presence(wire.PresenceState.OFFLINE)),
         )
@@ -149,29 +154,59 @@ class Controller:
 
     async def _watch_broker(self) -> None:
         """Cut off from the broker, the controller hears no node at all: node liveness
-        pauses (silence moves no node to Suspect or Lost) and, once connected again,
-        every node gets a fresh grace before its silence counts."""
+        pauses (silence moves no node to Suspect or Lost) and, once it hears the broker
+        again, every node gets a fresh grace before its silence counts.
+
+        Cut off means the connection is down, or it is up but the controller's echo (a
+        message to itself through the broker, every ECHO_EVERY seconds) has not come
+        back for ECHO_TIMEOUT: a link that drops everything silently keeps the socket
+        open until the keepalive gives up, long after the nodes' grace."""
         assert self.bus is not None
+        bus = self.bus
+        token = self.epoch.encode()
+        cut_since: float | None = None
+        heard = time.monotonic()  # the last echo, or when the connection came up
         while True:
-            await self.bus.offline.wait()
-            since = time.time()
-            self.inventory.pause(since)
-            if self.bus.connects:
-                log.warning("cut off from the broker: node liveness paused, no node becomes "
-                            "Suspect or Lost until the controller is connected again")
-            await self.bus.connected.wait()
-            self.inventory.resume(time.time())
-            if self.bus.connects > 1:
+            up = bus.connected.is_set()
+            if up:
+                bus.publish(self.topics.controller_echo, token, qos=0)
+            now = time.monotonic()
+            heard = max(heard, self._echo_heard)
+            silent = now - heard
+            cut = not up or silent > ECHO_TIMEOUT
+            if cut and cut_since is None:
+                cut_since = time.time() - (silent if up else 0.0)
+                self.inventory.pause(cut_since)
+                if bus.connects:
+                    why = (f"no echo through the broker for {silent:.1f} s" if up
+                           else "the broker connection is down")
+                    log.warning("cut off from the broker (%s): node liveness paused, no node "
+                                "becomes Suspect or Lost until the controller hears the broker "
+                                "again", why)
+            elif not cut and cut_since is not None:
+                self.inventory.resume(time.time())
                 log.info("connected to the broker again after %.1f s: every node gets a "
-                         "fresh grace", time.time() - since)
-            self.wake.set()
+                         "fresh grace", time.time() - cut_since)
+                cut_since = None
+                self.wake.set()
+            # Wake at once when the connection drops or comes back, else every ECHO_EVERY.
+            change = bus.offline if up else bus.connected
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(change.wait(), ECHO_EVERY)
+            if not up and bus.connected.is_set():
+                heard = time.monotonic()  # a fresh connection: its echo gets ECHO_TIMEOUT
 
     # -- inbound ---------------------------------------------------------------
 
     async def _consume(self) -> None:
         assert self.bus is not None
+        echo, token = self.topics.controller_echo, self.epoch.encode()
         while True:
             incoming = await self.bus.messages.get()
+            if incoming.topic == echo:
+                if incoming.payload == token:
+                    self._echo_heard = time.monotonic()
+                continue
             try:
                 self.handle(incoming.topic, incoming.payload)
             except wire.Refused as exc:

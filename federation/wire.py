@@ -69,6 +69,12 @@ class Topics:
     def controller_presence(self) -> str:
         return f"{self.root}/{VERSION}/controller/presence"
 
+    @property
+    def controller_echo(self) -> str:
+        """Where the controller sends itself a message through the broker, to know its
+        link carries traffic (not only that its socket is open)."""
+        return f"{self.root}/{VERSION}/controller/echo"
+
     def parse(self, topic: str) -> tuple[str | None, str]:
         """(node id or None for the controller, kind) of a topic under this root."""
         parts = topic.split("/")

@@ -124,6 +124,8 @@ class BusRecorder:
             self._record(await self.bus.messages.get())
 
     def _record(self, incoming: Any) -> None:
+        if incoming.topic == self.topics.controller_echo:
+            return  # the controller checking its own link; nothing happened
         try:
             node, message = wire.decode_from_topic(self.topics, incoming.topic, incoming.payload)
         except wire.Refused as exc:
