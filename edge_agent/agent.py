@@ -34,6 +34,8 @@ SUPERVISE_CONCURRENCY = 4  # runtime calls in flight at once during one supervis
 OFFLINE_NOTICE_AFTER = 3.0  # a broker blip shorter than this is not worth a warning
 IMAGES_EVERY = 30.0  # seconds between two listings of the images present
 IMAGES_TIMEOUT = 5.0  # an engine that takes longer to list them is said not to answer
+LOGS_TIMEOUT = 10.0  # seconds a logs command may wait on the runtime before it is refused
+LOGS_IN_FLIGHT = 4  # logs commands answered at once; more are refused as busy
 
 
 @dataclass
@@ -95,6 +97,9 @@ class Agent:
         self.controller_online: bool | None = None
         self.controller_since: float | None = None
         self.fenced = 0  # singleton instances stopped by self-fencing since start
+        # Logs are read off the message path: a slow or hung engine must not hold up
+        # run/stop commands or the broker-contact clock behind them.
+        self._logs_tasks: set[asyncio.Task[None]] = set()
         self.probes = Probes(config.node, config.landmarks, listen=config.probe_listen,
                              peers=config.probe_peers, interval=config.probe_interval)
 
@@ -273,7 +278,15 @@ class Agent:
     async def _handle_command(self, cmd: wire.Command, sender: str) -> None:
         name = f"{cmd.deployment}/{cmd.slot}"
         if cmd.op is wire.CommandOp.LOGS:
-            await self._reply_logs(cmd)
+            if len(self._logs_tasks) >= LOGS_IN_FLIGHT:
+                self._publish_event(wire.Event(
+                    type=wire.EventType.REJECT, command_id=cmd.command_id,
+                    reason=f"cannot read logs: {LOGS_IN_FLIGHT} logs requests already wait "
+                    "on the runtime"))
+                return
+            task = asyncio.create_task(self._logs_answered(cmd), name=f"logs {name}")
+            self._logs_tasks.add(task)
+            task.add_done_callback(self._logs_tasks.discard)
             return
         reply = answer(cmd, self.slots.get((cmd.deployment, cmd.slot)))
         if reply.verdict is Verdict.REJECT:
@@ -294,6 +307,12 @@ class Agent:
                                        duplicate=reply.verdict is Verdict.DUPLICATE,
                                        reason=reply.reason))
 
+    async def _logs_answered(self, cmd: wire.Command) -> None:
+        try:
+            await self._reply_logs(cmd)
+        except Exception:  # the task is not awaited: say so here, keep the agent going
+            log.exception("failed to answer logs for %s/%d", cmd.deployment, cmd.slot)
+
     async def _reply_logs(self, cmd: wire.Command) -> None:
         mine = [i for i in self.instances if (i.deployment, i.slot) == (cmd.deployment, cmd.slot)]
         if not mine:
@@ -303,10 +322,13 @@ class Agent:
             return
         newest = max(mine, key=lambda i: i.generation)
         try:
-            text = await self.runtime.logs(newest.runtime_id, tail=cmd.tail)
-        except RuntimeAdapterError as exc:
+            text = await asyncio.wait_for(self.runtime.logs(newest.runtime_id, tail=cmd.tail),
+                                          LOGS_TIMEOUT)
+        except (RuntimeAdapterError, TimeoutError) as exc:
+            why = (str(exc) if isinstance(exc, RuntimeAdapterError)
+                   else f"the runtime did not answer within {LOGS_TIMEOUT:g} s")
             self._publish_event(wire.Event(type=wire.EventType.REJECT, command_id=cmd.command_id,
-                                           reason=f"cannot read logs: {exc}"))
+                                           reason=f"cannot read logs: {why}"))
             return
         limit = wire.MAX_PAYLOAD // 2
         if len(text.encode()) > limit:
