@@ -34,7 +34,7 @@ SUPERVISE_CONCURRENCY = 4  # runtime calls in flight at once during one supervis
 OFFLINE_NOTICE_AFTER = 3.0  # a broker blip shorter than this is not worth a warning
 IMAGES_EVERY = 30.0  # seconds between two listings of the images present
 IMAGES_TIMEOUT = 5.0  # an engine that takes longer to list them is said not to answer
-LOGS_TIMEOUT = 10.0  # seconds a logs command may wait on the runtime before it is refused
+LOGS_TIMEOUT = 8.0  # seconds a logs command may wait on the runtime (the controller waits 10)
 LOGS_IN_FLIGHT = 4  # logs commands answered at once; more are refused as busy
 
 

@@ -8,15 +8,20 @@ flowing meanwhile, so the node stays Ready well past the controller's grace."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge_agent.agent import IMAGES_TIMEOUT
+from edge_agent.agent import IMAGES_TIMEOUT, LOGS_TIMEOUT
 from federation.drill.faults import FaultProxy
 from federation.localfed import LocalFederation, Proc, edgefed_argv
-from tests.drills.test_node_failures import api
+from tests.drills.test_node_failures import all_running, api, apply_worker
+from tests.integration.conftest import TINY_IMAGE, tiny_image  # noqa: F401  (fixture)
 from tests.support import wait_until
 
 ENGINE_SOCKET = "/var/run/docker.sock"
@@ -33,6 +38,20 @@ def log_says(proc: Proc, text: str) -> bool:
     return text in proc.log_path.read_text(errors="replace")
 
 
+def start_agent_through(fed: LocalFederation, engine: FaultProxy) -> tuple[str, Proc]:
+    """One docker agent whose engine calls go through ``engine``."""
+    node = f"a1-{fed.tag}"
+    argv = edgefed_argv("agent", "--broker", fed.broker_url, "--site", "site-a", "--node",
+                        node, "--runtime", "docker", "--report-interval", str(INTERVAL),
+                        "--state-dir", str(fed.workdir / "agents" / node))
+    for label in fed.container_labels:
+        argv += ["--container-label", label]
+    env = {**fed.env(), "DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"}
+    agent = fed.agents[node] = Proc(f"agent {node}", argv, fed.workdir / f"agent-{node}.log",
+                                    env).start()
+    return node, agent
+
+
 @pytest.mark.docker
 @pytest.mark.skipif(not os.path.exists(ENGINE_SOCKET), reason=f"no {ENGINE_SOCKET}")
 def test_a_hung_docker_engine_does_not_stop_heartbeats(make_federation):
@@ -40,15 +59,7 @@ def test_a_hung_docker_engine_does_not_stop_heartbeats(make_federation):
     with FaultProxy(ENGINE_SOCKET) as engine:
         engine.set(blackhole=True)  # connections open, requests vanish, nothing answers
         fed.start_controller("--lost-after", str(LOST_AFTER))
-        node = f"a1-{fed.tag}"
-        argv = edgefed_argv("agent", "--broker", fed.broker_url, "--site", "site-a", "--node",
-                            node, "--runtime", "docker", "--report-interval", str(INTERVAL),
-                            "--state-dir", str(fed.workdir / "agents" / node))
-        for label in fed.container_labels:
-            argv += ["--container-label", label]
-        env = {**fed.env(), "DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"}
-        agent = fed.agents[node] = Proc(f"agent {node}", argv, fed.workdir / f"agent-{node}.log",
-                                        env).start()
+        node, agent = start_agent_through(fed, engine)
         wait_until(lambda: node_row(fed, node).get("state") == "Ready", timeout=30,
                    what=f"{node} Ready while its engine hangs")
         wait_until(lambda: log_says(agent, "no image list within"), timeout=IMAGES_TIMEOUT + 10,
@@ -75,3 +86,38 @@ def test_a_hung_docker_engine_does_not_stop_heartbeats(make_federation):
           f"longest silence {max(r.get('last_seen_seconds', 0) for r in seen)} s")
     assert {r.get("state") for r in seen} == {"Ready"}
     assert max(r.get("last_seen_seconds", 99) for r in seen) < 3 * INTERVAL
+
+
+def logs_of(fed: LocalFederation, pod: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "federation.cli", "logs", pod, "--server",
+                           fed.server], capture_output=True, text=True, timeout=60, check=False)
+    return time.monotonic() - t0, proc
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("tiny_image")
+@pytest.mark.skipif(not os.path.exists(ENGINE_SOCKET), reason=f"no {ENGINE_SOCKET}")
+def test_logs_from_a_hung_engine_are_refused_in_time_and_block_nothing(make_federation,
+                                                                      tmp_path: Path):
+    fed = make_federation("docker")
+    with FaultProxy(ENGINE_SOCKET) as engine:
+        fed.start_controller("--lost-after", str(LOST_AFTER))
+        node, agent = start_agent_through(fed, engine)
+        wait_until(lambda: node_row(fed, node).get("state") == "Ready", timeout=30,
+                   what=f"{node} Ready")
+        apply_worker(fed, tmp_path, 1, "3600", image=TINY_IMAGE)
+        engine.set(blackhole=True)
+        # Two at once: each waits on the engine by itself, neither behind the other.
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: logs_of(fed, "worker/0"), range(2)))
+        for took, proc in answers:
+            assert proc.returncode != 0
+            assert f"the runtime did not answer within {LOGS_TIMEOUT:g} s" in proc.stderr, \
+                proc.stderr
+            assert took < LOGS_TIMEOUT + 1.5, f"answered after {took:.1f} s"
+        assert node_row(fed, node).get("state") == "Ready"
+        engine.clear()
+        engine.reset()
+        all_running(fed, 1, timeout=30)
+        assert agent.alive()
