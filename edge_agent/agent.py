@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError, RuntimeAdapterError
 from cloud_adapters.runtime import InstanceSpec, InstanceState, InstanceStatus, PortSpec, Runtime
-from edge_agent.capacity import HostProbe, host_arch, host_os
+from edge_agent.capacity import HostProbe, devices, host_arch, host_os
 from edge_agent.commands import LocalSlot, Verdict, Want, answer, fence, to_fence
 from edge_agent.config import AgentConfig
 from edge_agent.probes import Probes
@@ -80,6 +80,7 @@ class Agent:
         self.state = LocalState(config.state_dir)
         self.slots: dict[tuple[str, int], LocalSlot] = self.state.all()
         self.probe = HostProbe(config.state_dir, config.cpu_millis, config.memory_bytes)
+        self.devices = devices(config.devices)
         self.instances: list[InstanceStatus] = []
         self.reported: dict[tuple[str, int, int], tuple[str, int | None]] = {}
         # Slots whose instance could not be started: (generation, reason), reported
@@ -141,8 +142,9 @@ class Agent:
             will=lambda: Will(self.topics.node(node, wire.NodeTopic.PRESENCE),
                               self._presence(wire.PresenceState.OFFLINE)),
         )
-        log.info("agent %s (site %s) starting: runtime %s, state in %s, %d slot(s) on disk",
-                 node, self.config.site, self.runtime.name, self.config.state_dir, len(self.slots))
+        log.info("agent %s (site %s) starting: runtime %s, state in %s, %d slot(s) on disk, "
+                 "devices %s", node, self.config.site, self.runtime.name, self.config.state_dir,
+                 len(self.slots), ", ".join(f"{k}={n}" for k, n in self.devices.items()) or "none")
         tasks = [
             asyncio.create_task(self.bus.run(self._on_connect), name="bus"),
             asyncio.create_task(self._handle_messages(), name="commands"),
@@ -516,7 +518,7 @@ class Agent:
             labels=self.config.labels, allocatable=self.probe.allocatable(),
             used=wire.Resources(cpu_millis=used_cpu, memory_bytes=used_mem, disk_bytes=0),
             images=self.images, instances=tuple(reports), interval=self.config.report_interval,
-            rtt_ms=self.probes.rtt_ms(),
+            rtt_ms=self.probes.rtt_ms(), devices=self.devices,
         )
 
     async def _report_loop(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,28 @@ def host_arch() -> str:
 
 def host_os() -> str:
     return platform.system().lower()
+
+
+GPU = "nvidia.com/gpu"
+_NVIDIA_GPU = re.compile(r"^nvidia\d+$")  # /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl)
+
+
+def detected_devices(dev: Path = Path("/dev")) -> dict[str, int]:
+    """Devices this host has that replicas can ask for: NVIDIA GPUs, one
+    ``/dev/nvidiaN`` each (the driver creates them)."""
+    try:
+        names = os.listdir(dev)
+    except OSError:
+        return {}
+    gpus = sum(1 for name in names if _NVIDIA_GPU.match(name))
+    return {GPU: gpus} if gpus else {}
+
+
+def devices(declared: Mapping[str, int], dev: Path = Path("/dev")) -> dict[str, int]:
+    """What the node reports: the detected devices, with the operator's declared
+    counts over them by kind (``nvidia.com/gpu=0`` hides detected GPUs)."""
+    merged = {**detected_devices(dev), **declared}
+    return {kind: count for kind, count in sorted(merged.items()) if count > 0}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from federation.wire import DEFAULT_ROOT, NODE_ID_RE, ROOT_RE, split_address
 from policies.quantity import QuantityError, parse_cpu, parse_memory
 
 RUNTIMES = ("auto", "docker", "process")
+DEVICE_KIND_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,8 @@ class AgentConfig:
     report_interval: float = 5.0
     cpu_millis: int | None = None
     memory_bytes: int | None = None
+    # Device kind -> count the operator declares (over what is detected, by kind).
+    devices: dict[str, int] = field(default_factory=dict)
     # RTT probes (edge_agent/probes.py): landmark name -> HOST:PORT of any TCP
     # service near the users it stands for; the echo listener peers probe (auto:
     # an ephemeral port on the broker-facing address; off; HOST:PORT); how many
@@ -57,6 +61,13 @@ class AgentConfig:
         if not 0.2 <= self.report_interval <= 300:
             raise ConfigError("report interval must be between 0.2 and 300 seconds")
         _check_probes(self)
+        for kind, count in self.devices.items():
+            if not DEVICE_KIND_RE.match(kind):
+                raise ConfigError(f"device {kind!r}: expected a device kind like "
+                                  "nvidia.com/gpu")
+            if type(count) is not int or not 0 <= count <= 1_000_000:
+                raise ConfigError(f"device {kind}: the count must be an integer from 0 to "
+                                  "1000000")
 
 
 def _check_probes(config: AgentConfig) -> None:
@@ -110,6 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between capacity reports (default 5)")
     parser.add_argument("--cpu", help="allocatable cpu, e.g. 2 or 1500m (default: all cores)")
     parser.add_argument("--memory", help="allocatable memory, e.g. 2Gi (default: all memory)")
+    parser.add_argument("--device", action="append", default=[], metavar="KIND=COUNT",
+                        help="devices replicas can ask for, e.g. nvidia.com/gpu=1 (repeatable; "
+                        "NVIDIA GPUs are found in /dev; a declared count replaces the found "
+                        "one, 0 hides them)")
     parser.add_argument("--landmark", action="append", default=[], metavar="NAME=HOST:PORT",
                         help="measure RTT to this TCP endpoint and report it as NAME "
                         "(repeatable; policies name it in users[].landmark)")
@@ -138,6 +153,9 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         settings["labels"] = parse_labels(args.labels)
     if args.container_label:
         settings["container_labels"] = parse_labels(",".join(args.container_label))
+    if args.device:
+        settings["devices"] = {**settings.get("devices", {}),
+                               **dict(_device(item) for item in args.device)}
     if args.landmark:
         # Flags add to (and override by name) the landmarks of --config.
         settings["landmarks"] = {**settings.get("landmarks", {}),
@@ -163,6 +181,13 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(**settings)
 
 
+def _device(text: str) -> tuple[str, int]:
+    kind, sep, count = text.partition("=")
+    if not sep or not kind.strip() or not count.strip().isdigit():
+        raise ConfigError(f"--device {text!r} must be written KIND=COUNT, e.g. nvidia.com/gpu=1")
+    return kind.strip(), int(count)
+
+
 def _landmark(text: str) -> tuple[str, str]:
     name, sep, address = text.partition("=")
     if not sep or not name.strip() or not address.strip():
@@ -171,7 +196,7 @@ def _landmark(text: str) -> tuple[str, str]:
 
 
 _YAML_KEYS = {"broker", "site", "node", "labels", "runtime", "state_dir", "topic_root",
-              "container_labels", "report_interval", "cpu", "memory", "landmarks",
+              "container_labels", "report_interval", "cpu", "memory", "devices", "landmarks",
               "probe_listen", "probe_peers", "probe_interval"}
 
 
@@ -196,6 +221,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: {key} must be a mapping")
         if key in out:
             out[key] = {str(k): str(v) for k, v in out[key].items()}
+    if "devices" in out:
+        if not isinstance(out["devices"], dict):
+            raise ConfigError(f"{path}: devices must be a mapping of kind to count")
+        out["devices"] = {str(k): v for k, v in out["devices"].items()}
     try:
         if "cpu" in out:
             out["cpu_millis"] = parse_cpu(out.pop("cpu"))

@@ -90,6 +90,7 @@ async def get_nodes(request: web.Request) -> web.Response:
             "runtime": cap.runtime if cap else "", "labels": node.labels,
             "allocatable": _res(cap.allocatable) if cap else zero,
             "used": _res(cap.used) if cap else zero,
+            "devices": dict(cap.devices) if cap else {},
             "instances": len(node.instances), "images": list(cap.images) if cap else [],
             "last_seen_seconds": round(now - node.last_seen, 1),
             # Failover (docs/failover.md): how long out of contact (0 while in contact),

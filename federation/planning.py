@@ -192,8 +192,8 @@ def _container_warnings(c: Container) -> list[str]:
     out = []
     if c.resources.devices:
         out.append("spec.container.resources.devices: replicas go only to nodes that report "
-                   "enough devices, and agents report none yet; the runtime does not pass "
-                   "devices to the container yet")
+                   "enough devices (agents find NVIDIA GPUs in /dev, or are told with "
+                   "--device); the runtime does not pass devices to the container yet")
     if c.data_sets:
         out.append("spec.container.dataSets: nodes that hold the data sets are preferred; "
                    "the runtime does not mount data sets yet")

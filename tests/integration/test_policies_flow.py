@@ -342,3 +342,32 @@ def test_optimal_strategy_places_the_batch_and_says_so(make_federation, tmp_path
                                    server=fed.server).stdout)
     whys = [s["why"] for s in described["slots"]]
     assert len(whys) == 4 and all(w.startswith("optimal (gap") for w in whys), whys
+
+
+def test_device_requests_go_to_the_nodes_that_report_them(make_federation, tmp_path):
+    fed = make_federation("process")
+    fed.start_controller("--lost-after", "30")
+    plain, tpu = f"plain-{fed.tag}", f"tpu-{fed.tag}"
+    fed.start_agent(plain, "site-a", extra=["--report-interval", "1"])
+    fed.start_agent(tpu, "site-b", extra=["--report-interval", "1", "--device",
+                                          "example.com/tpu=2"])
+
+    def ready() -> list[dict[str, Any]] | None:
+        listed = get_json("nodes", fed.server)
+        return listed if sum(n["state"] == "Ready" for n in listed) == 2 else None
+
+    nodes = wait_until(ready, timeout=30, what="2 Ready nodes")
+    assert {n["name"]: n.get("devices", {}) for n in nodes} == {
+        plain: {}, tpu: {"example.com/tpu": 2}}
+    text = WORKER.format(name="infer", replicas=3, marker=marker()).replace(
+        "      memory: 8Mi\n", "      memory: 8Mi\n      devices: {example.com/tpu: 1}\n")
+    path = write(tmp_path / "infer.yaml", text)
+    plan = json.loads(edgefed("plan", "-f", path, "-o", "json", server=fed.server).stdout)
+    slots = plan["deployments"][0]["slots"]
+    assert [s["node"] for s in slots[:2]] == [tpu, tpu]
+    assert slots[2]["message"] == ("0/2 nodes fit: 2 insufficient example.com/tpu (need 1, most "
+                                   "free 0)")
+    edgefed("apply", "--allow-pending", "-f", path, server=fed.server)
+    wait_until(lambda: sorted(p["node"] or "" for p in get_json("pods", fed.server)
+                              if p["deployment"] == "infer" and p["state"] == "Running")
+               == [tpu, tpu], timeout=30, what="2 device replicas running on the device node")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.capacity import detected_devices, devices
 from edge_agent.config import AgentConfig, ConfigError, add_arguments, from_args, parse_labels
 
 REPO = Path(__file__).resolve().parents[3]
@@ -50,6 +51,14 @@ def test_flags_alone():
         ([], "broker: mqtt://b\nsite: s\nsight: typo\n", "unknown setting(s) sight"),
         ([], "- a list\n", "expected a mapping of settings"),
         ([], "broker: [unclosed\n", "not valid YAML"),
+        (["--broker", "mqtt://b", "--site", "s", "--device", "gpu"], None,
+         "--device 'gpu' must be written KIND=COUNT"),
+        (["--broker", "mqtt://b", "--site", "s", "--device", "/gpu=1"], None,
+         "device '/gpu': expected a device kind like nvidia.com/gpu"),
+        ([], "broker: mqtt://b\nsite: s\ndevices: {nvidia.com/gpu: -1}\n",
+         "device nvidia.com/gpu: the count must be an integer from 0 to 1000000"),
+        ([], "broker: mqtt://b\nsite: s\ndevices: [gpu]\n",
+         "devices must be a mapping of kind to count"),
     ],
 )
 def test_errors_name_the_setting(tmp_path, argv, yaml_text, message):
@@ -60,6 +69,24 @@ def test_errors_name_the_setting(tmp_path, argv, yaml_text, message):
     with pytest.raises(ConfigError) as err:
         parse(*argv)
     assert message in str(err.value)
+
+
+def test_devices_from_flags_and_file(tmp_path):
+    path = tmp_path / "agent.yaml"
+    path.write_text("broker: mqtt://b\nsite: s\ndevices: {example.com/tpu: 2, nvidia.com/gpu: 1}\n")
+    config = parse("--config", str(path), "--device", "nvidia.com/gpu=4")
+    assert config.devices == {"example.com/tpu": 2, "nvidia.com/gpu": 4}
+
+
+def test_devices_found_in_dev_and_declared_over_them(tmp_path):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "null"):
+        (dev / name).touch()
+    assert detected_devices(dev) == {"nvidia.com/gpu": 2}
+    assert devices({}, dev) == {"nvidia.com/gpu": 2}
+    assert devices({"nvidia.com/gpu": 0, "example.com/tpu": 1}, dev) == {"example.com/tpu": 1}
+    assert detected_devices(tmp_path / "missing") == {}
 
 
 def test_parse_labels_skips_empty_items():

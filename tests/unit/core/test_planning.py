@@ -321,8 +321,8 @@ CLASSIFIED: dict[tuple[str, str], tuple[Deployment, str | None]] = {
     ("Resources", "devices"): (
         with_container(resources=Resources(devices={"nvidia.com/gpu": 1})),
         "spec.container.resources.devices: replicas go only to nodes that report enough "
-        "devices, and agents report none yet; the runtime does not pass devices to the "
-        "container yet"),
+        "devices (agents find NVIDIA GPUs in /dev, or are told with --device); the runtime "
+        "does not pass devices to the container yet"),
     ("Container", "health_check"): (
         with_container(health_check=HealthCheck(command=("true",))),
         "spec.container.healthCheck: health checks are not run yet; the agent ignores it"),
