@@ -51,7 +51,7 @@ from scheduler_loop import LoopRound, loop_place
 from federation import wire
 from federation.inventory import Node, NodeState
 from federation.planning import request_for
-from federation.scheduler import Request, Round, place
+from federation.scheduler import FILTERS, SCORES, Request, Round, place
 from policies.model import (
     AffinityTerm,
     Container,
@@ -263,7 +263,7 @@ def main() -> None:
     results = [run(size, args.replicas, min(loop, args.replicas), args.seed)
                for size, loop in zip(sizes, loops, strict=False)]
     print(json.dumps({
-        "bench": "scheduler", "plugins": "full set (16 filters, 12 scores)",
+        "bench": "scheduler", "plugins": f"full set ({len(FILTERS)} filters, {len(SCORES)} scores)",
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
                         "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
         "results": results,

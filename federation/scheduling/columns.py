@@ -119,6 +119,9 @@ class Round:
         self._counts: dict[str, Counts] = {}
         self._rtt: dict[str, Floats] = {}
         self.cache: dict[Any, Any] = {}  # per-deployment results that hold for the round
+        # The node of every reservation, in order: vectors kept in ``cache`` that change
+        # only on the node a replica takes are rewritten at the rows reserved since.
+        self.touched: list[int] = []
         self._build_resources(nodes)
         self.ready = np.array([n.state is NodeState.READY for n in nodes], dtype=np.bool_)
         self.states = [n.state.value for n in nodes]
@@ -169,6 +172,8 @@ class Round:
             self.per_cpu = np.where(cores > 0, 1.0 / cores, 0.0) / parts
             self.per_mem = np.where(bytes_ > 0, 1.0 / bytes_, 0.0) / parts
         self.room = self.free_cpu * self.per_cpu + self.free_mem * self.per_mem
+        # allocatable - free, kept by _take (balanced reads it)
+        self.used_cpu, self.used_mem = used[0].copy(), used[1].copy()
         for name, usage in self.reserved.items():
             if name in self.index:
                 self._take(self.index[name], usage)
@@ -186,6 +191,8 @@ class Round:
     def _take(self, i: int, usage: Usage | Request) -> None:
         self.free_cpu[i] -= usage.cpu_millis
         self.free_mem[i] -= usage.memory_bytes
+        self.used_cpu[i] += usage.cpu_millis
+        self.used_mem[i] += usage.memory_bytes
         self.room[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_mem[i]
         self.free_disk[i] -= usage.disk_bytes
         for kind, count in usage.devices.items():
@@ -285,7 +292,7 @@ class Round:
         index, size = self.domain(scope)
         per_domain = counts.domains[scope].copy()
         per_domain[size] = 0
-        return np.take(per_domain, index)
+        return per_domain.take(index)
 
     def matching(self, selector: Selector) -> list[str]:
         """Deployments with replicas in the round whose labels ``selector`` matches
@@ -326,11 +333,16 @@ class Round:
 
     def reserve(self, request: Request, node: str) -> None:
         """Hold ``request``'s share on ``node`` for the rest of the round."""
-        self.reserved[node] = self.reserved.get(node, Usage()).plus(request)
-        self.placed.setdefault(request.deployment, Counter())[node] += 1
+        held = self.reserved.get(node)
+        self.reserved[node] = (Usage() if held is None else held).plus(request)
+        placed = self.placed.get(request.deployment)
+        if placed is None:
+            placed = self.placed[request.deployment] = Counter()
+        placed[node] += 1
         self.deployment_labels.setdefault(request.deployment, request.labels)
         i = self.index[node]
         self._take(i, request)
+        self.touched.append(i)
         counts = self._counts.get(request.deployment)
         if counts is not None:
             counts.node[i] += 1

@@ -195,6 +195,8 @@ def devices_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
 
 def host_port_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     """Names the lowest clashing port of each node."""
+    if not req.host_ports:
+        return []
     passing = np.ones(len(rnd.nodes), dtype=np.bool_)
     out = []
     for port in sorted(set(req.host_ports)):
@@ -274,12 +276,12 @@ def spread_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
         out.append(fixed(~labelled, f"no {spread.scope.value} label, spread requires one"))
         counts = rnd.counts(req.deployment)
         per_domain = counts.node if spread.scope is Scope.NODE else counts.domains[spread.scope]
-        here = np.take(per_domain, index)
+        here = per_domain.take(index)
         open_nodes = fits & labelled
-        if not open_nodes.any():
+        if not np.count_nonzero(open_nodes):
             continue
         # The emptiest domain with a node that fits is the emptiest such node's domain.
-        skew = here + 1 - here[open_nodes].min()
+        skew = here + 1 - here.compress(open_nodes).min()
         out.append(by_value(labelled & (skew > spread.max_skew), skew,
                             _skew_phrase(spread.scope, spread.max_skew)))
     return nonempty(out)

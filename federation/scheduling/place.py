@@ -74,35 +74,43 @@ def histogram(verdict: Verdict) -> tuple[dict[str, int], dict[str, str]]:
 
 def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Indices:
     """The ``keep`` best nodes that fit: highest total first, equal totals in the
-    order of the seeded hash. One pass per place taken, not a sort."""
+    order of the seeded hash. ``keep`` passes of argmax find the best totals; one
+    more finds the nodes equal to the last of them, and only equal totals are hashed."""
     masked = np.where(fits, total, -np.inf)
-    out: list[int] = []
-    while len(out) < keep:
-        first = int(masked.argmax())
-        best = masked[first]
-        if best == -np.inf:
+    picked: list[int] = []
+    values: list[float] = []
+    for _ in range(keep):
+        i = int(masked.argmax())
+        value = float(masked[i])
+        if value == -np.inf:
             break
-        tied = masked == best
-        if np.count_nonzero(tied) == 1:
-            out.append(first)
-            masked[first] = -np.inf
-            continue
-        rows = np.flatnonzero(tied)
-        keys = tie_keys(req, rnd, rows)
-        want = keep - len(out)
-        if len(rows) > want:  # many equal nodes: order only the first few
-            chosen = np.argpartition(keys, want - 1)[:want]
-            rows, keys = rows[chosen], keys[chosen]
-        out.extend(int(i) for i in rows[np.argsort(keys, kind="stable")])
-        masked[tied] = -np.inf
-    return np.array(out, dtype=np.int64)
+        picked.append(i)
+        values.append(value)
+        masked[i] = -np.inf
+    rows = np.array(picked, dtype=np.int64)
+    if not picked:
+        return rows
+    bar = values[-1]
+    more = np.flatnonzero(masked == bar)
+    if not len(more) and len(set(values)) == len(values):
+        return rows  # argmax took them best first
+    at = np.array(values)
+    above, level = rows[at > bar], np.concatenate((rows[at == bar], more))
+    want = keep - len(above)
+    if len(level) > want:  # many equal nodes: hash them, order only the first few
+        level = level[np.argpartition(tie_keys(req, rnd, level), want - 1)[:want]]
+    rows = np.concatenate((above, level))
+    return rows[np.lexsort((tie_keys(req, rnd, rows), -total[rows]))]
 
 
 def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
     total, vectors = score(req, rnd)
-    return tuple(Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=float(total[i]),
-                        scores={name: float(v[i]) for name, v in vectors.items()})
-                 for i in _top(req, rnd, total, fits, keep))
+    rows = _top(req, rnd, total, fits, keep)
+    columns = {name: v[rows].tolist() for name, v in vectors.items()}
+    return tuple(Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=t,
+                        scores={name: column[k] for name, column in columns.items()})
+                 for k, (i, t) in enumerate(zip(rows.tolist(), total[rows].tolist(),
+                                                strict=True)))
 
 
 def _pick(req: Request, rnd: Round, i: int, scores: dict[str, float]) -> tuple[Ranked, ...]:

@@ -32,23 +32,36 @@ def fixed(mask: Bools, reason: str) -> Refusal:
 def by_value(mask: Bools, values: Ints, phrase: Callable[[int], str]) -> Refusal:
     """Reasons that name each refused node's own value (its label, its count)."""
     def explain(rows: Bools) -> list[tuple[Rejection, int]]:
-        found, counts = np.unique(values[rows], return_counts=True)
-        return [(Rejection(reason=phrase(int(v))), int(n)) for v, n in zip(found, counts,
-                                                                             strict=True)]
+        found, counts = _value_counts(values.compress(rows))
+        return [(Rejection(reason=phrase(v)), n) for v, n in zip(found, counts, strict=True)]
     return Refusal(mask, explain)
+
+
+def _value_counts(values: Ints) -> tuple[list[int], list[int]]:
+    """The distinct values in ascending order and how often each occurs. Values are
+    codes and counts, a narrow range: counting beats sorting."""
+    if len(values) == 0:
+        return [], []
+    low = int(values.min())
+    if int(values.max()) - low > 4 * len(values) + 64:
+        found, counts = np.unique(values, return_counts=True)
+        return found.tolist(), counts.tolist()
+    tally = np.bincount(values - low)
+    present = np.flatnonzero(tally)
+    return (present + low).tolist(), tally[present].tolist()
 
 
 def resource(mask: Bools, reason: str, need: int, free: Ints, unit: str) -> Refusal:
     """Insufficient ``unit``: the numbers are the need and the most any refused node has."""
     def explain(rows: Bools) -> list[tuple[Rejection, int]]:
-        most = max(int(free[rows].max()), 0)
+        most = max(int(free.compress(rows).max()), 0)
         return [(Rejection(reason=reason, need=need, free=most, unit=unit),
                  int(np.count_nonzero(rows)))]
     return Refusal(mask, explain)
 
 
 def nonempty(refusals: Iterable[Refusal]) -> list[Refusal]:
-    return [r for r in refusals if r.mask.any()]
+    return [r for r in refusals if np.count_nonzero(r.mask)]
 
 
 # -- selectors over label columns -------------------------------------------------------

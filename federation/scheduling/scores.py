@@ -5,7 +5,10 @@ the explanation, so it neither dilutes the others nor shows as noise.
 
 Static plugins (user RTT, data and image locality, cost, PreferNoSchedule
 taints) depend only on the request's spec and the round's nodes and are
-computed once per deployment and round.
+computed once per deployment and round. Local plugins (least-allocated,
+balanced, spread over nodes) change only on the node a replica is reserved on;
+they, and each deployment's weighted sum of them and the static plugins, are
+kept for the round and rewritten at the reserved rows only (see ``_kept``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation.scheduling.columns import DATA_PREFIX, PRICE_LABEL, Floats, Ints, Round
+from federation.scheduling.columns import DATA_PREFIX, PRICE_LABEL, Bools, Floats, Ints, Round
 from federation.scheduling.filters import tolerates
 from federation.scheduling.request import Request, Scope
 from policies.model import TaintEffect
@@ -98,6 +101,40 @@ def prefer_no_schedule(req: Request, rnd: Round) -> Floats:
 
 # -- dynamic ---------------------------------------------------------------------------------
 
+Rows = Ints | slice
+
+
+def _kept(rnd: Round, key: object, formula: Callable[[Rows], Floats],
+          basis: tuple[object, ...] = ()) -> Floats:
+    """A score that changes only on the node a replica is reserved on, kept for the
+    round: ``formula`` over every row the first time (or when ``basis``, the objects
+    the formula reads, are other objects), then only over the rows reserved since
+    the last call: the same formula, so the same floats. The vector is the round's:
+    read it, do not change it."""
+    seen = len(rnd.touched)
+    cached = rnd.cache.get(key)
+    if cached is None or len(cached[2]) != len(basis) or any(
+            a is not b for a, b in zip(cached[2], basis, strict=True)):
+        vector = formula(slice(None))
+    else:
+        vector, since, _ = cached
+        if since < seen:
+            rows = _reserved_since(rnd, since)
+            vector[rows] = formula(rows)
+    rnd.cache[key] = (vector, seen, basis)
+    return vector
+
+
+def _reserved_since(rnd: Round, since: int) -> Ints:
+    """The rows reserved since the ``since``-th reservation (the last answer is
+    remembered: the vectors of one request usually ask the same)."""
+    asked = (since, len(rnd.touched))
+    cached = rnd.cache.get("reserved-since")
+    if cached is None or cached[0] != asked:
+        cached = (asked, np.array(rnd.touched[since:], dtype=np.int64))
+        rnd.cache["reserved-since"] = cached
+    return cached[1]
+
 
 def least_allocated(req: Request, rnd: Round) -> Floats:
     """What stays free after the replica, as a share of allocatable, cpu and memory
@@ -107,19 +144,36 @@ def least_allocated(req: Request, rnd: Round) -> Floats:
     if need is None:
         need = req.cpu_millis * rnd.per_cpu + req.memory_bytes * rnd.per_mem
         rnd.cache[key] = need
-    return np.asarray(100.0 * np.maximum(rnd.room - need, 0.0), dtype=np.float64)
+
+    def formula(rows: Rows) -> Floats:
+        return np.asarray(100.0 * np.maximum(rnd.room[rows] - need[rows], 0.0),
+                          dtype=np.float64)
+    return _kept(rnd, ("least-allocated", key), formula)
 
 
 def balanced(req: Request, rnd: Round) -> Floats:
     """cpu and memory used in the same proportion after the replica (no node left
     with memory but no cpu); 0 where a dimension has no capacity."""
-    cpu, mem = rnd.alloc_cpu, rnd.alloc_mem
-    both = (cpu > 0) & (mem > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        used_cpu = (cpu - rnd.free_cpu + req.cpu_millis) / cpu
-        used_mem = (mem - rnd.free_mem + req.memory_bytes) / mem
-        out = 100.0 * np.clip(1.0 - np.abs(used_cpu - used_mem), 0.0, 1.0)
-    return np.where(both, out, 0.0)
+    cpu, mem, both = _capacity(rnd)
+
+    def formula(rows: Rows) -> Floats:
+        used_cpu = (rnd.used_cpu[rows] + req.cpu_millis) / cpu[rows]
+        used_mem = (rnd.used_mem[rows] + req.memory_bytes) / mem[rows]
+        # 1 - |x| is never above 1: only the floor needs clipping.
+        share = np.maximum(1.0 - np.abs(used_cpu - used_mem), 0.0)
+        return np.where(both[rows], 100.0 * share, 0.0)
+    return _kept(rnd, ("balanced", req.cpu_millis, req.memory_bytes), formula)
+
+
+def _capacity(rnd: Round) -> tuple[Ints, Ints, Bools]:
+    """Allocatable cpu and memory to divide by (1 where there is none: such a node
+    scores 0 anyway), and which nodes have both."""
+    cached = rnd.cache.get("capacity")
+    if cached is None:
+        cached = (np.maximum(rnd.alloc_cpu, 1), np.maximum(rnd.alloc_mem, 1),
+                  (rnd.alloc_cpu > 0) & (rnd.alloc_mem > 0))
+        rnd.cache["capacity"] = cached
+    return cached
 
 
 _SPREAD_LEVELS = (Scope.REGION, Scope.PROVIDER)
@@ -132,12 +186,12 @@ def spread_sites(req: Request, rnd: Round) -> Floats:
     (site, region, provider) and spread to the nodes with one gather."""
     counts = rnd.counts(req.deployment)
     places, site, levels = _places(rnd)
-    total = np.take(100.0 / (1.0 + counts.domains[Scope.SITE]), site)
+    total = (100.0 / (1.0 + counts.domains[Scope.SITE])).take(site)
     for scope, index in levels.items():
         per_domain = 100.0 / (1.0 + counts.domains[scope])
         per_domain[-1] = 0.0  # nodes without the label: the level does not count
-        total += np.take(per_domain, index)
-    return np.take(total * _inverse_levels(rnd), places)
+        total += per_domain.take(index)
+    return (total * _inverse_levels(rnd)).take(places)
 
 
 def _places(rnd: Round) -> tuple[Ints, Ints, dict[Scope, Ints]]:
@@ -167,7 +221,11 @@ def _inverse_levels(rnd: Round) -> Floats:
 
 
 def spread_nodes(req: Request, rnd: Round) -> Floats:
-    return np.asarray(100.0 / (1.0 + rnd.counts(req.deployment).node), dtype=np.float64)
+    node = rnd.counts(req.deployment).node
+
+    def formula(rows: Rows) -> Floats:
+        return np.asarray(100.0 / (1.0 + node[rows]), dtype=np.float64)
+    return _kept(rnd, ("spread-nodes", req.deployment), formula)
 
 
 def stay_put(req: Request, rnd: Round) -> Floats:
@@ -191,7 +249,7 @@ def topology_spread(req: Request, rnd: Round) -> Floats:
             continue
         held = per_domain[:size]
         # The last cell scores the nodes without the label: 0.
-        total += np.take(np.append(100.0 / (1.0 + held - held.min()), 0.0), index)
+        total += np.append(100.0 / (1.0 + held - held.min()), 0.0).take(index)
     return total / max(len(preferred), 1)
 
 
@@ -214,10 +272,14 @@ Applies = Callable[[Request, Round], bool]
 
 @dataclass(frozen=True, slots=True)
 class ScorePlugin:
+    """``static``: depends only on the request's spec and the round's nodes.
+    ``local``: changes only on the node a replica is reserved on."""
+
     name: str
     score: Score
     applies: Applies
     static: bool
+    local: bool = False
 
 
 def _always(req: Request, rnd: Round) -> bool:
@@ -225,15 +287,15 @@ def _always(req: Request, rnd: Round) -> bool:
 
 
 _PLUGINS = [
-    ScorePlugin("least-allocated", least_allocated, _always, False),
+    ScorePlugin("least-allocated", least_allocated, _always, False, local=True),
     ScorePlugin("spread-sites", spread_sites, _always, False),
-    ScorePlugin("spread-nodes", spread_nodes, _always, False),
+    ScorePlugin("spread-nodes", spread_nodes, _always, False, local=True),
     ScorePlugin("stay-put", stay_put, lambda req, rnd: req.current_node is not None, False),
     ScorePlugin("user-rtt", user_rtt, lambda req, rnd: bool(req.users), True),
     ScorePlugin("data-locality", data_locality, lambda req, rnd: bool(req.data_sets), True),
     ScorePlugin("image-locality", image_locality,
                 lambda req, rnd: bool(req.image) and bool(_has_image(req, rnd).any()), True),
-    ScorePlugin("balanced", balanced, _always, False),
+    ScorePlugin("balanced", balanced, _always, False, local=True),
     ScorePlugin("topology-spread", topology_spread,
                 lambda req, rnd: any(not s.required for s in req.spread), False),
     ScorePlugin("affinity", affinity, lambda req, rnd: bool(req.preferences), False),
@@ -245,11 +307,13 @@ _PLUGINS = [
 SCORES: dict[str, ScorePlugin] = {p.name: p for p in _PLUGINS}
 # Weights when the policy names none. User RTT dominates whenever a deployment
 # declares users: among the nodes that fit, being near the users matters more than
-# spreading or packing. Balanced is off unless a policy weights it: least-allocated
-# already prefers room in both dimensions.
+# spreading or packing. Least-allocated and balanced keep the busiest node's
+# utilisation low (bench/quality.py: within 2.2% of the optimum on average, 9.8% at
+# p95, seed 1); spreading over nodes is left to least-allocated, and spreading over
+# sites is a gentle nudge, since it pulls replicas away from their users.
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "least-allocated": 1.0, "spread-sites": 2.0, "spread-nodes": 1.0, "stay-put": 10.0,
-    "user-rtt": 20.0, "data-locality": 5.0, "image-locality": 1.0, "balanced": 0.0,
+    "least-allocated": 5.0, "spread-sites": 1.0, "spread-nodes": 0.0, "stay-put": 10.0,
+    "user-rtt": 20.0, "data-locality": 5.0, "image-locality": 1.0, "balanced": 2.0,
     "topology-spread": 2.0, "affinity": 2.0, "cost": 1.0, "prefer-no-schedule": 3.0,
 }
 
@@ -269,7 +333,8 @@ class Plan:
     weights: dict[str, float]
     static: dict[str, Floats]
     static_total: Floats  # sum of the static vectors times their share of the weights
-    dynamic: list[tuple[str, Score, float]]  # plugin, its function, its share
+    local: list[tuple[str, Score, float]]  # plugin, its function, its share
+    dynamic: list[tuple[str, Score, float]]  # the other plugins that are not static
 
 
 def _plan_key(req: Request) -> tuple[object, ...]:
@@ -288,21 +353,40 @@ def plan(req: Request, rnd: Round) -> Plan:
     total = np.zeros(len(rnd.nodes))
     for name, vector in static.items():
         total += weights[name] / weight_sum * vector
-    dynamic = [(name, SCORES[name].score, weights[name] / weight_sum) for name in weights
-               if not SCORES[name].static]
-    result = Plan(weights=weights, static=static, static_total=total, dynamic=dynamic)
+    shares = [(name, SCORES[name].score, weights[name] / weight_sum) for name in weights
+              if not SCORES[name].static]
+    result = Plan(weights=weights, static=static, static_total=total,
+                  local=[s for s in shares if SCORES[s[0]].local],
+                  dynamic=[s for s in shares if not SCORES[s[0]].local])
     rnd.cache[key] = (_plan_key(req), result)
     return result
 
 
 def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
     """The weighted total over every node, and each active plugin's vector (in the
-    order of the weights) for the explanation."""
+    order of the weights) for the explanation. The static and local plugins' part
+    of the total is kept for the round like the local vectors themselves (see
+    :func:`_kept`); the other plugins are added to it on every call."""
     p = plan(req, rnd)
-    total = p.static_total.copy()
     vectors = dict(p.static)
+    for name, function, _ in p.local:
+        vectors[name] = function(req, rnd)
+
+    def formula(rows: Rows) -> Floats:
+        part = p.static_total[rows].copy()
+        for name, _, share in p.local:
+            part += share * vectors[name][rows]
+        return part
+    # Keyed by what the local plugins read besides the round; the basis makes sure.
+    key = ("local-total", req.deployment, req.current_node is None, req.cpu_millis,
+           req.memory_bytes)
+    kept = _kept(rnd, key, formula, (p, *(vectors[name] for name, _, _ in p.local)))
+    total = None
     for name, function, share in p.dynamic:
         vector = function(req, rnd)
         vectors[name] = vector
-        total += share * vector
-    return total, {name: vectors[name] for name in p.weights}
+        if total is None:
+            total = kept + share * vector
+        else:
+            total += share * vector
+    return (kept.copy() if total is None else total), {name: vectors[name] for name in p.weights}

@@ -161,14 +161,17 @@ def test_dry_run_keeps_placed_slots_and_places_the_rest() -> None:
     plan = dry_run(web, three_sites(), slots(placed(0, "n1", generation=4)), specs(web))
     assert plan == [
         PlannedSlot(slot=0, node="n1", site="s1", change=Change.STAYS, message="stays on n1"),
-        # n3: least-allocated avg(3000/4000, 3Gi/4Gi) = 75 -> (75 + 200 + 100) / 4 = 93.75
-        # n2: avg(2000/4000, 2Gi/4Gi) = 50 -> 87.5; n1 holds slot 0: 75, 50, 50 -> 56.25
+        # n3: least-allocated avg(3000/4000, 3Gi/4Gi) = 75, balanced 100
+        #     -> (5*75 + 100 + 2*100) / 8 = 84.375
+        # n1 holds slot 0 on twice the room: least-allocated 75, spread-sites 50 -> 78.125
+        # n2: avg(2000/4000, 2Gi/4Gi) = 50 -> 68.75
         PlannedSlot(slot=1, node="n3", site="s3", change=Change.NEW, message=(
-            "3/3 nodes fit; chose n3 (site s3) score 93.8 (least-allocated 75, spread-sites 100, "
-            "spread-nodes 100); runner-up n2 87.5")),
-        PlannedSlot(slot=2, node="n2", site="s2", change=Change.NEW, message=(
-            "3/3 nodes fit; chose n2 (site s2) score 87.5 (least-allocated 50, spread-sites 100, "
-            "spread-nodes 100); runner-up n1 56.2")),
+            "3/3 nodes fit; chose n3 (site s3) score 84.4 (least-allocated 75, spread-sites 100, "
+            "balanced 100); runner-up n1 78.1")),
+        # n3 now holds slot 1: least-allocated 50, spread-sites 50 -> 62.5
+        PlannedSlot(slot=2, node="n1", site="s1", change=Change.NEW, message=(
+            "3/3 nodes fit; chose n1 (site s1) score 78.1 (least-allocated 75, spread-sites 50, "
+            "balanced 100); runner-up n2 68.8")),
     ]
 
 
@@ -266,8 +269,8 @@ def test_dry_run_shows_what_moves_and_from_where() -> None:
     assert plan[1].reason == "node n2 no longer fits: node selector unmatched (zone=b)"
     # n1 holds slot 0, so spreading sends slot 1 to n4 (both n2 and n3 are zone b).
     assert plan[1].message == (
-        "2/4 nodes fit; chose n4 (site s4) score 93.8 (least-allocated 75, spread-sites 100, "
-        "spread-nodes 100); runner-up n1 50.0; refused: 2 node selector unmatched (zone=b), "
+        "2/4 nodes fit; chose n4 (site s4) score 84.4 (least-allocated 75, spread-sites 100, "
+        "balanced 100); runner-up n1 62.5; refused: 2 node selector unmatched (zone=b), "
         "1 node Suspect")
 
 

@@ -29,6 +29,7 @@ from federation.scheduler import (
     place,
     refusals,
 )
+from federation.scheduling.refusal import by_value
 from policies.model import (
     Container,
     Deployment,
@@ -380,3 +381,17 @@ def test_a_no_execute_taint_moves_running_replicas_and_no_schedule_does_not() ->
     tolerant = Deployment(name="web", replicas=2, container=web.container,
                           placement=Placement(tolerations=(Toleration(key="drain"),)))
     assert misplaced({"web": tolerant}, slots, nodes) == {}
+
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    pytest.param([3, -1, 3, 0, 7, -1], [("value -1", 2), ("value 3", 2), ("value 7", 1)],
+                 id="narrow"),
+    pytest.param([10**9, -1, 10**9, 0, 7, -1],
+                 [("value -1", 2), ("value 7", 1), (f"value {10**9}", 2)], id="wide"),
+])
+def test_reasons_by_value_count_each_value_in_order(values: list[int],
+                                                    expected: list[tuple[str, int]]) -> None:
+    codes = np.array(values, dtype=np.int64)
+    refusal = by_value(codes != 0, codes, lambda v: f"value {v}")
+    assert [(r.reason, n) for r, n in refusal.explain(refusal.mask)] == expected

@@ -140,12 +140,12 @@ def test_score_values(name: str, rnd: Round, req: Request, expected: list[float]
 def test_plugins_apply_only_when_they_have_something_to_say() -> None:
     plain = Round(nodes=[node("n1"), node("n2")])
     assert list(active_weights(request(image="web:1"), plain)) == [
-        "least-allocated", "spread-sites", "spread-nodes"]
+        "least-allocated", "spread-sites", "balanced"]
     rich = Round(nodes=[node("n1", images=("web:1",), labels={"price": "1"}),
                         node("n2", labels={"taint.edgefed.io/a": "b:PreferNoSchedule"})])
     req = request(image="web:1", users=(Users(name="eu", source="x"),), data_sets=("d",),
                   spread=(Spread(),), current_node="n1",
-                  preferences=(Preference(selector=Selector()),), weights={"balanced": 1.0})
+                  preferences=(Preference(selector=Selector()),), weights={"spread-nodes": 1.0})
     assert list(active_weights(req, rich)) == list(DEFAULT_WEIGHTS)
 
 
@@ -162,10 +162,10 @@ def test_the_explanation_shows_the_winner_scores_from_the_deciding_vectors() -> 
     assert best.total == pytest.approx(total[i])
     assert best.scores == pytest.approx({name: v[i] for name, v in vectors.items()})
     assert [r.node for r in decision.explanation.ranked] == ["near", "mid", "far"]
-    # mid: user-rtt (80 - 40) / (80 - 5) = 53.3; (100 + 2 * 100 + 100 + 20 * 53.3) / 24
+    # mid: user-rtt (80 - 40) / (80 - 5) = 53.3; (5 * 100 + 100 + 20 * 53.3 + 2 * 100) / 28
     assert decision.explanation.message == (
         "3/3 nodes fit; chose near (site s1) score 100.0 (least-allocated 100, spread-sites 100, "
-        "spread-nodes 100, user-rtt 100); runner-up mid 61.1")
+        "user-rtt 100, balanced 100); runner-up mid 66.7")
 
 
 def test_user_rtt_outweighs_spreading_by_default() -> None:
@@ -179,10 +179,11 @@ def test_user_rtt_outweighs_spreading_by_default() -> None:
     chosen = [place(request(i, users=(Users(name="eu", source="berlin"),)), rnd).node
               for i in range(3)]
     assert chosen == ["berlin-1", "berlin-1", "berlin-1"]
-    # Weighted like the spread plugins, RTT gives way: the second replica goes to Paris.
+    # Weighted below the spread plugins, RTT gives way: the second replica goes to Paris.
     spread_out = Round(nodes=nodes, rtt=rnd.rtt)
+    weights = {"user-rtt": 1.0, "spread-sites": 2.0, "spread-nodes": 1.0}
     assert [place(request(i, users=(Users(name="eu", source="berlin"),),
-                          weights={"user-rtt": 1.0}), spread_out).node
+                          weights=weights), spread_out).node
             for i in range(3)] == ["berlin-1", "paris-1", "berlin-2"]
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,8 @@ from federation.scheduler import (
     place,
     refusals,
 )
+from federation.scheduling.place import tie_keys
+from federation.scheduling.scores import score
 from policies.model import LabelRequirement, Operator, Selector
 
 MiB = 1024**2
@@ -441,13 +444,14 @@ def test_message_of_a_placement_names_scores_runner_up_and_refusals() -> None:
              node("n3", site="s3", state=NodeState.LOST)]
     decision = place(request(cpu_millis=1000, memory_bytes=GiB), Round(nodes=nodes))
     assert (decision.node, decision.site) == ("n1", "s1")
-    # n1: least-allocated avg(3000/4000, 3Gi/4Gi) = 75; total (1*75 + 2*100 + 1*100) / 4
-    # n2: least-allocated avg(1000/4000, 1Gi/4Gi) = 25; total (25 + 200 + 100) / 4
+    # n1: least-allocated avg(3000/4000, 3Gi/4Gi) = 75, balanced 100 (cpu and memory a
+    # quarter used); total (5*75 + 1*100 + 2*100) / 8
+    # n2: least-allocated avg(1000/4000, 1Gi/4Gi) = 25; total (5*25 + 100 + 200) / 8
     assert decision.explanation.message == (
-        "2/3 nodes fit; chose n1 (site s1) score 93.8 (least-allocated 75, spread-sites 100, "
-        "spread-nodes 100); runner-up n2 81.2; refused: 1 node Lost")
-    assert [(r.node, r.total) for r in decision.explanation.ranked] == [("n1", 93.75),
-                                                                       ("n2", 81.25)]
+        "2/3 nodes fit; chose n1 (site s1) score 84.4 (least-allocated 75, spread-sites 100, "
+        "balanced 100); runner-up n2 53.1; refused: 1 node Lost")
+    assert [(r.node, r.total) for r in decision.explanation.ranked] == [("n1", 84.375),
+                                                                       ("n2", 53.125)]
 
 
 def test_ranked_keeps_the_best_three() -> None:
@@ -577,6 +581,54 @@ def test_tie_break_depends_on_slot_and_generation() -> None:
     assert len(by_generation) > 1
 
 
+def _hash_order(req: Request, rnd: Round, names: list[str]) -> list[str]:
+    rows = np.array([rnd.index[n] for n in names], dtype=np.int64)
+    return [names[k] for k in np.argsort(tie_keys(req, rnd, rows), kind="stable")]
+
+
+@pytest.mark.parametrize(("nodes", "best"), [
+    pytest.param(_identical(8), [], id="all-equal"),
+    pytest.param([node("big", cpu=8000, memory=8 * GiB), *_identical(7)], ["big"],
+                 id="one-best-then-equal"),
+    pytest.param([node("big", cpu=8000, memory=8 * GiB), node("bigger", cpu=16000,
+                  memory=16 * GiB), *_identical(2)], ["bigger", "big"],
+                 id="two-best-then-equal"),
+])
+def test_ranked_takes_equal_totals_in_hash_order(nodes: list[Node], best: list[str]) -> None:
+    """The runners-up among equal totals are the ones the seeded hash puts first,
+    however many nodes share the total."""
+    rnd = Round(nodes=nodes)
+    req = request(5, cpu_millis=500, memory_bytes=512 * MiB)
+    equal = [n.name for n in nodes if n.name not in best]
+    ranked = place(req, rnd).explanation.ranked
+    assert [r.node for r in ranked] == (best + _hash_order(req, rnd, equal))[:3]
+    assert len({r.total for r in ranked[len(best):]}) == 1
+
+
+def test_kept_scores_equal_a_fresh_round_after_every_placement() -> None:
+    """Scores that change only where a replica lands are updated there and nowhere
+    else; after every placement they equal those of a round built from scratch."""
+    nodes = [node(f"n{i}", site=f"s{i % 3}", cpu=1000 * (1 + i % 4),
+                  memory=GiB * (1 + i % 3), used_cpu=100 * (i % 5)) for i in range(12)]
+    rnd = Round(nodes=nodes)
+    # web's template changes halfway (a rollout): its replicas come in two sizes.
+    shapes = [("web", 250, 256 * MiB), ("db", 500, 128 * MiB), ("cache", 100, 512 * MiB),
+              ("web", 400, 256 * MiB)]
+    for slot in range(24):
+        name, cpu, memory = shapes[slot % 4]
+        req = request(slot, deployment=name, cpu_millis=cpu, memory_bytes=memory,
+                      labels={"app": name})
+        fresh = Round(nodes=nodes, reserved=dict(rnd.reserved),
+                      placed={d: Counter(c) for d, c in rnd.placed.items()},
+                      deployment_labels=dict(rnd.deployment_labels))
+        total, vectors = score(req, rnd)
+        expected_total, expected = score(req, fresh)
+        assert np.array_equal(total, expected_total)
+        assert vectors.keys() == expected.keys()
+        assert all(np.array_equal(vectors[k], expected[k]) for k in vectors)
+        assert place(req, rnd).node == place(req, fresh).node
+
+
 # -- weights ------------------------------------------------------------------------
 
 
@@ -588,13 +640,14 @@ def _crowded_and_full() -> Round:
 
 
 @pytest.mark.parametrize(("weights", "winner", "total"), [
-    # roomy: least 87.5, spread-sites 50, spread-nodes 50; tight: 12.5, 100, 100
-    pytest.param({}, "tight", (12.5 + 2 * 100 + 100) / 4, id="default"),
-    pytest.param({"least-allocated": 5.0}, "roomy", (5 * 87.5 + 2 * 50 + 50) / 8,
-                 id="pack-by-free-capacity"),
-    pytest.param({"spread-sites": 0.0, "spread-nodes": 0.0}, "roomy", 87.5, id="no-spread"),
-    pytest.param({"least-allocated": 0.0}, "tight", (2 * 100 + 100) / 3, id="spread-only"),
-    pytest.param({"no-such-score": 100.0}, "tight", (12.5 + 2 * 100 + 100) / 4,
+    # roomy: least 87.5, spread-sites 50, spread-nodes 50, balanced 100;
+    # tight: 12.5, 100, 100, 100 (both used in proportion)
+    pytest.param({}, "roomy", (5 * 87.5 + 50 + 2 * 100) / 8, id="default"),
+    pytest.param({"spread-sites": 10.0, "spread-nodes": 5.0}, "tight",
+                 (5 * 12.5 + 10 * 100 + 5 * 100 + 2 * 100) / 22, id="spread-first"),
+    pytest.param({"spread-sites": 0.0}, "roomy", (5 * 87.5 + 2 * 100) / 7, id="no-spread"),
+    pytest.param({"least-allocated": 0.0, "balanced": 0.0}, "tight", 100.0, id="spread-only"),
+    pytest.param({"no-such-score": 100.0}, "roomy", (5 * 87.5 + 50 + 2 * 100) / 8,
                  id="unknown-weight-ignored"),
 ])
 def test_weights_from_the_policy_change_the_winner(weights: dict[str, float], winner: str,
@@ -606,7 +659,8 @@ def test_weights_from_the_policy_change_the_winner(weights: dict[str, float], wi
 
 
 def test_all_weights_zero_falls_back_to_the_tie_break() -> None:
-    weights = {"least-allocated": 0.0, "spread-sites": 0.0, "spread-nodes": 0.0}
+    weights = {"least-allocated": 0.0, "spread-sites": 0.0, "spread-nodes": 0.0,
+               "balanced": 0.0}
     decision = place(request(weights=weights), _crowded_and_full())
     assert [r.total for r in decision.explanation.ranked] == [0.0, 0.0]
     assert decision.node in {"roomy", "tight"}
@@ -624,10 +678,10 @@ def test_a_replacement_stays_on_its_node_while_it_fits() -> None:
     req = request(cpu_millis=500, memory_bytes=512 * MiB, current_node="home")
     decision = place(req, _old_home_and_empty_node())
     assert decision.node == "home"
-    # home: (12.5 + 2*100 + 100 + 10*100) / 14; empty: (87.5 + 2*100 + 100 + 0) / 14
+    # home: (5*12.5 + 100 + 10*100 + 2*100) / 18; empty: (5*87.5 + 100 + 0 + 2*100) / 18
     assert decision.explanation.message == (
-        "2/2 nodes fit; chose home (site A) score 93.8 (least-allocated 12, spread-sites 100, "
-        "spread-nodes 100, stay-put 100); runner-up empty 27.7")
+        "2/2 nodes fit; chose home (site A) score 75.7 (least-allocated 12, spread-sites 100, "
+        "stay-put 100, balanced 100); runner-up empty 41.0")
 
 
 def test_a_replacement_moves_when_its_node_no_longer_fits() -> None:
@@ -635,8 +689,8 @@ def test_a_replacement_moves_when_its_node_no_longer_fits() -> None:
     decision = place(req, _old_home_and_empty_node())
     assert decision.node == "empty"
     assert decision.explanation.message == (
-        "1/2 nodes fit; chose empty (site B) score 26.8 (least-allocated 75, spread-sites 100, "
-        "spread-nodes 100, stay-put 0); refused: 1 insufficient cpu (need 1500m, most free 1)")
+        "1/2 nodes fit; chose empty (site B) score 34.7 (least-allocated 75, spread-sites 100, "
+        "stay-put 0, balanced 75); refused: 1 insufficient cpu (need 1500m, most free 1)")
 
 
 def test_stay_put_only_scores_replacements() -> None:
@@ -644,7 +698,7 @@ def test_stay_put_only_scores_replacements() -> None:
     decision = place(req, _old_home_and_empty_node())
     assert decision.node == "empty"
     assert list(decision.explanation.ranked[0].scores) == [
-        "least-allocated", "spread-sites", "spread-nodes"]
+        "least-allocated", "spread-sites", "balanced"]
 
 
 def test_stay_put_weight_from_the_policy() -> None:

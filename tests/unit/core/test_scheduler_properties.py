@@ -218,3 +218,24 @@ def test_the_order_of_the_nodes_does_not_change_decisions(nodes: list[Node],
         a, b = place(req, forward), place(req, backward)
         assert a.node == b.node
         assert a.explanation.message == b.explanation.message
+
+
+@settings(max_examples=30, deadline=None)
+@given(nodes=nodes_strategy, reqs=requests_strategy)
+def test_scores_kept_through_a_round_equal_a_fresh_rounds(nodes: list[Node],
+                                                          reqs: list[Request]) -> None:
+    """Scores updated only where replicas land are, float for float, the scores of
+    a round built from scratch with the same reservations."""
+    rtt = TableRtt({("berlin", n.name): rtt_of(n) for n in nodes})
+    rnd = Round(nodes=nodes, rtt=rtt)
+    for slot, base in enumerate(reqs):
+        req = Request(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
+                         "slot": slot})
+        fresh = Round(nodes=nodes, rtt=rtt, reserved=dict(rnd.reserved),
+                      placed={d: Counter(c) for d, c in rnd.placed.items()},
+                      deployment_labels=dict(rnd.deployment_labels))
+        (kept, kept_vectors), (built, built_vectors) = score(req, rnd), score(req, fresh)
+        assert np.array_equal(kept, built)
+        assert {k: v.tolist() for k, v in kept_vectors.items()} == {
+            k: v.tolist() for k, v in built_vectors.items()}
+        place(req, rnd)
