@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the controller's grace, seconds out of contact (default 0.5)")
     parser.add_argument("--report-interval", type=float, default=1.0,
                         help="agents' capacity heartbeat, seconds (default 1)")
-    parser.add_argument("--keepalive", type=float, default=2.0,
+    parser.add_argument("--keepalive", type=int, default=2,
                         help="agents' MQTT keepalive, if the agent takes --keepalive")
     parser.add_argument("--replicas", type=int, default=6)
     parser.add_argument("--control-seconds", type=float, default=60.0,

@@ -141,6 +141,7 @@ class Agent:
             # Built at every connect, so the will carries this connection's seq.
             will=lambda: Will(self.topics.node(node, wire.NodeTopic.PRESENCE),
                               self._presence(wire.PresenceState.OFFLINE)),
+            keepalive=self.config.keepalive,
         )
         log.info("agent %s (site %s) starting: runtime %s, state in %s, %d slot(s) on disk, "
                  "devices %s", node, self.config.site, self.runtime.name, self.config.state_dir,

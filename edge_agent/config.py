@@ -36,6 +36,7 @@ class AgentConfig:
     topic_root: str = DEFAULT_ROOT
     container_labels: dict[str, str] = field(default_factory=dict)
     report_interval: float = 5.0
+    keepalive: int = 10  # MQTT keepalive, seconds: the broker's Last Will fires ~1.5x after
     cpu_millis: int | None = None
     memory_bytes: int | None = None
     # Device kind -> count the operator declares (over what is detected, by kind).
@@ -60,6 +61,8 @@ class AgentConfig:
             raise ConfigError(f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if not 0.2 <= self.report_interval <= 300:
             raise ConfigError("report interval must be between 0.2 and 300 seconds")
+        if type(self.keepalive) is not int or not 1 <= self.keepalive <= 3600:
+            raise ConfigError("keepalive must be a whole number of seconds from 1 to 3600")
         _check_probes(self)
         for kind, count in self.devices.items():
             if not DEVICE_KIND_RE.match(kind):
@@ -119,6 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra label on every container this agent creates (repeatable)")
     parser.add_argument("--report-interval", type=float,
                         help="seconds between capacity reports (default 5)")
+    parser.add_argument("--keepalive", type=int,
+                        help="MQTT keepalive in seconds (default 10): a silent link is cut by "
+                        "the broker, and the Last Will sent, about 1.5x after")
     parser.add_argument("--cpu", help="allocatable cpu, e.g. 2 or 1500m (default: all cores)")
     parser.add_argument("--memory", help="allocatable memory, e.g. 2Gi (default: all memory)")
     parser.add_argument("--device", action="append", default=[], metavar="KIND=COUNT",
@@ -145,6 +151,7 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         "broker": ",".join(args.broker) if args.broker else None,
         "site": args.site, "node": args.node, "runtime": args.runtime,
         "state_dir": args.state_dir, "report_interval": args.report_interval,
+        "keepalive": args.keepalive,
         "probe_listen": args.probe_listen, "probe_peers": args.probe_peers,
         "probe_interval": args.probe_interval,
     }
@@ -196,7 +203,8 @@ def _landmark(text: str) -> tuple[str, str]:
 
 
 _YAML_KEYS = {"broker", "site", "node", "labels", "runtime", "state_dir", "topic_root",
-              "container_labels", "report_interval", "cpu", "memory", "devices", "landmarks",
+              "container_labels", "report_interval", "keepalive", "cpu", "memory", "devices",
+              "landmarks",
               "probe_listen", "probe_peers", "probe_interval"}
 
 

@@ -32,7 +32,8 @@ def test_the_example_file_loads_and_flags_override_it():
 def test_flags_alone():
     config = parse("--broker", "mqtt://b:1883", "--site", "s1", "--node", "n1",
                    "--labels", "tier=edge, gpu=true", "--cpu", "1500m", "--memory", "1Gi",
-                   "--container-label", "team=ops")
+                   "--container-label", "team=ops", "--keepalive", "2")
+    assert config.keepalive == 2
     assert config.labels == {"tier": "edge", "gpu": "true"}
     assert (config.cpu_millis, config.memory_bytes) == (1500, 1024**3)
     assert config.container_labels == {"team": "ops"}
@@ -51,6 +52,8 @@ def test_flags_alone():
         ([], "broker: mqtt://b\nsite: s\nsight: typo\n", "unknown setting(s) sight"),
         ([], "- a list\n", "expected a mapping of settings"),
         ([], "broker: [unclosed\n", "not valid YAML"),
+        (["--broker", "mqtt://b", "--site", "s", "--keepalive", "0"], None,
+         "keepalive must be a whole number of seconds from 1 to 3600"),
         (["--broker", "mqtt://b", "--site", "s", "--device", "gpu"], None,
          "--device 'gpu' must be written KIND=COUNT"),
         (["--broker", "mqtt://b", "--site", "s", "--device", "/gpu=1"], None,
