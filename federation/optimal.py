@@ -501,11 +501,11 @@ def place_optimal(requests: Sequence[Request], rnd: Round, *,
     """Place ``requests`` together, reserving each in ``rnd`` as ``place`` does.
     Replicas the program cannot place, and batches it cannot solve in time or
     does not model (required affinity or spread), go through two-phase."""
-    unmodelled = next((r for r in requests if r.near or any(s.required for s in r.spread)),
-                      None)
+    unmodelled = next((r for r in requests
+                       if r.near or r.split or any(s.required for s in r.spread)), None)
     if unmodelled is not None:
-        return _two_phase(requests, rnd, "fell back to two-phase: required affinity and "
-                                         "spread are not in the program")
+        return _two_phase(requests, rnd, "fell back to two-phase: required affinity, spread "
+                                         "and split are not in the program")
     solution = solve(problem_from_round(requests, rnd), time_limit=time_limit)
     if solution.objective is None:
         return _two_phase(requests, rnd, "fell back to two-phase: time limit")

@@ -25,6 +25,7 @@ from federation.scheduler import (
     Round,
     RttSource,
     Scope,
+    Share,
     Spread,
     Usage,
     Users,
@@ -70,6 +71,8 @@ def request_for(spec: Deployment, slot: int, generation: int, *,
             for t in terms if not t.required),
         spread=tuple(Spread(scope=Scope(s.scope.value), max_skew=s.max_skew, required=s.required)
                      for s in p.spread),
+        split=tuple(Share(sites=g.sites, weight=g.weight) for g in p.split if g.weight > 0),
+        replicas=spec.replicas,
         strategy=p.strategy,
         weights=p.weights,
     )
@@ -150,6 +153,8 @@ ENFORCED = (
     "scored (affinity), at scope node, site, region or provider",
     "spec.placement.spread: required constraints filter by maxSkew, preferred ones are "
     "scored (topology-spread)",
+    "spec.placement.split: each replica goes to the site group furthest below its weight "
+    "(the split filter)",
     "spec.placement.users: maxRtt filters (latency), shares weight the user-rtt score",
     "spec.placement.tolerations (against node and site taints: NoSchedule and NoExecute "
     "filter, PreferNoSchedule scores down)",
@@ -160,8 +165,6 @@ ENFORCED = (
     "progressDeadline; "
     "see docs/rollouts.md)",
 )
-
-_IGNORED_MANY = "the scheduler ignores them"
 
 
 def unenforced(spec: Deployment) -> list[str]:
@@ -182,9 +185,6 @@ def _placement_warnings(p: Placement) -> list[str]:
     if p.strategy == "optimal" and not _optimal_available():
         out.append("spec.placement.strategy: optimal is not available in this controller; "
                    "the deployment is placed with two-phase")
-    if p.split:
-        out.append(f"spec.placement.split: weighted splits over site groups are not enforced "
-                   f"yet; {_IGNORED_MANY}")
     return out
 
 

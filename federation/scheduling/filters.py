@@ -24,6 +24,7 @@ from federation.scheduling.refusal import (
     fixed,
     nonempty,
     resource,
+    selector_mask,
     selector_refusals,
 )
 from federation.scheduling.request import Rejection, Request, Scope
@@ -257,6 +258,42 @@ def affinity_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     return nonempty(out)
 
 
+def split_targets(weights: Sequence[int], replicas: int) -> list[int]:
+    """Replicas per split group: each weight's share of ``replicas``, rounded down,
+    the rest one each to the largest remainders (the first group on a tie)."""
+    total = sum(weights)
+    if total <= 0 or replicas <= 0:
+        return [0] * len(weights)
+    exact = [w * replicas / total for w in weights]
+    out = [int(e) for e in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda g: (out[g] - exact[g], g))
+    for g in by_remainder[:replicas - sum(out)]:
+        out[g] += 1
+    return out
+
+
+def split_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
+    """A weighted split over site groups: the replica goes to the group furthest
+    below its share that still has a node passing the other filters. A site in two
+    groups counts for both. Once every share is met (more replicas than the split
+    divides, while a rollout surges), any group will do."""
+    if not req.split:
+        return []
+    masks = [selector_mask(rnd, share.sites, "site") for share in req.split]
+    counts = rnd.counts(req.deployment).node
+    targets = split_targets([share.weight for share in req.split], req.replicas)
+    placed = [int(counts.compress(mask).sum()) for mask in masks]
+    short = sorted((g for g in range(len(masks)) if placed[g] < targets[g]),
+                   key=lambda g: (placed[g] - targets[g], g))
+    if not short:
+        return []
+    group = next((g for g in short if np.count_nonzero(fits & masks[g])), short[0])
+    share = req.split[group]
+    return nonempty([fixed(~masks[group], (
+        f"site not in split group {group + 1} ({describe_selector(share.sites)}, "
+        f"{share.weight}%: {placed[group]} of {targets[group]} placed)"))])
+
+
 def _skew_phrase(scope: Scope, max_skew: int) -> Callable[[int], str]:
     def phrase(skew: int) -> str:
         return f"{scope.value} spread skew {skew} > maxSkew {max_skew}"
@@ -320,6 +357,7 @@ _PLUGINS = [
     FilterPlugin("max-per-site", max_per_site_checker, False),
     FilterPlugin("anti-affinity", anti_affinity_checker, False),
     FilterPlugin("affinity", affinity_checker, False),
+    FilterPlugin("split", split_checker, False),  # after the others: it reads what fits
     FilterPlugin("spread", spread_checker, False),  # last: it reads what the others let through
 ]
 FILTERS: dict[str, FilterPlugin] = {p.name: p for p in _PLUGINS}

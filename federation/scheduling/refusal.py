@@ -85,6 +85,23 @@ def requirement_mask(rnd: Round, req: LabelRequirement, of: str) -> Bools:
     return found if req.operator is Operator.IN else ~found
 
 
+def selector_mask(rnd: Round, selector: Selector, of: str) -> Bools:
+    """Nodes whose (``of="site"``: site's) labels ``selector`` matches, remembered
+    for the round by the selector object."""
+    key = ("selector-mask", of, id(selector))
+    cached = rnd.cache.get(key)
+    if cached is not None and cached[0] is selector:
+        return np.asarray(cached[1], dtype=np.bool_)
+    mask = np.ones(len(rnd.nodes), dtype=np.bool_)
+    for label, want in selector.match_labels.items():
+        column = rnd.codes(label, of=of)
+        mask &= column.codes == column.code(want)
+    for requirement in selector.match_expressions:
+        mask &= requirement_mask(rnd, requirement, of)
+    rnd.cache[key] = (selector, mask)
+    return mask
+
+
 def _label_phrase(key: str, values: list[str], word: Callable[[str], str]) -> Callable[[int], str]:
     def phrase(code: int) -> str:
         return word(f"{key}={values[code]}" if code >= 0 else f"no label {key}")

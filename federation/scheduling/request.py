@@ -62,6 +62,15 @@ class Preference:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Share:
+    """A split group: ``weight`` percent of the deployment's replicas go to the sites
+    ``sites`` selects."""
+
+    sites: Selector
+    weight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Spread:
     """Replicas of the deployment even over the domains of ``scope``: a domain may
     hold at most ``max_skew`` more than the emptiest domain that can still take one.
@@ -111,6 +120,8 @@ class Request:
     near: tuple[Near, ...] = ()
     preferences: tuple[Preference, ...] = ()
     spread: tuple[Spread, ...] = ()
+    split: tuple[Share, ...] = ()  # weighted split over site groups (of ``replicas``)
+    replicas: int = 0  # the deployment's replicas; what ``split`` divides
     strategy: str = "two-phase"
     weights: Mapping[str, float] = field(default_factory=dict)
     current_node: str | None = None  # where the replica runs now, if it is being replaced

@@ -242,14 +242,14 @@ def test_plan_shows_the_unschedulable_histogram_and_warnings(make_federation, tm
     fed = make_federation("process")
     start(fed, COUNTRIES)
     text = WORKER.format(name="far", replicas=2, marker=marker()) + (
+        "    volumes: [{name: data, hostPath: /srv/data, mountPath: /data}]\n"
         "  placement:\n"
-        "    residency: {countries: [fr]}\n"
-        "    split: [{sites: {matchLabels: {tier: edge}}, weight: 100}]\n")
+        "    residency: {countries: [fr]}\n")
     path = write(tmp_path / "far.yaml", text)
     histogram = ("0/2 nodes fit: 1 country is de, residency allows fr, "
                  "1 country is us, residency allows fr")
-    warning = ("warning: far: spec.placement.split: weighted splits over site groups are not "
-               "enforced yet; the scheduler ignores them\n")
+    warning = ("warning: far: spec.container.volumes: host path volumes are not mounted yet; "
+               "the runtime ignores them\n")
 
     plan = edgefed("plan", "-f", path, server=fed.server)
     assert plan.stderr == warning
@@ -281,10 +281,9 @@ def test_a_policy_that_strands_replicas_is_refused(make_federation, tmp_path):
     france = write(tmp_path / "fr.yaml", EU_RESIDENCY.replace("[de]", "[fr]").replace(
         "    residency", "    split: [{sites: {matchLabels: {tier: edge}}, weight: 100}]\n"
                         "    residency"))
-    split = ("warning: placementpolicy eu-residency: spec.placement.split: weighted splits "
-             "over site groups are not enforced yet; the scheduler ignores them\n")
-    histogram = ("0/2 nodes fit: 1 country is de, residency allows fr, "
-                 "1 country is us, residency allows fr")
+    split = ""  # the split is enforced: no warning, a reason in the histogram
+    histogram = ("0/2 nodes fit: 2 site not in split group 1 (tier=edge, 100%: 0 of 2 placed), "
+                 "1 country is de, residency allows fr, 1 country is us, residency allows fr")
 
     refused = edgefed("apply", "-f", france, server=fed.server, check=False)
     assert (refused.returncode, refused.stdout) == (1, "")

@@ -359,6 +359,6 @@ def test_required_affinity_is_not_modelled_and_falls_back() -> None:
     rnd = fleet(fleet_node("a1", "a"), rtt=NEAR_A)
     near = (Near(selector=Selector(match_labels={"app": "db"})),)
     placed = place_optimal(replicas(1, near=near, labels={"app": "db"}), rnd)
-    assert placed[0].note == ("fell back to two-phase: required affinity and spread are not in "
-                              "the program")
+    assert placed[0].note == ("fell back to two-phase: required affinity, spread and split "
+                              "are not in the program")
     assert placed[0].decision.node == "a1"

@@ -108,7 +108,7 @@ def test_request_for_maps_resources_ports_command_and_placement() -> None:
     assert request_for(dep, 1, 7) == Request(
         deployment="web", slot=1, generation=7, cpu_millis=250, memory_bytes=64 * MiB,
         host_ports=(8080, 5353), has_command=True, image="busybox:1.36", node_selector=node_sel,
-        site_selector=site_sel, weights={"spread-sites": 4.0}, current_node=None)
+        site_selector=site_sel, weights={"spread-sites": 4.0}, current_node=None, replicas=2)
     assert request_for(dep, 1, 7, current_node="n1").current_node == "n1"
 
 
@@ -355,9 +355,7 @@ CLASSIFIED: dict[tuple[str, str], tuple[Deployment, str | None]] = {
     ("Placement", "max_per_node"): (with_placement(max_per_node=1), None),
     ("Placement", "max_per_site"): (with_placement(max_per_site=1), None),
     ("Placement", "split"): (
-        with_placement(split=(SplitGroup(sites=Selector(), weight=100),)),
-        "spec.placement.split: weighted splits over site groups are not enforced yet; the "
-        "scheduler ignores them"),
+        with_placement(split=(SplitGroup(sites=Selector(), weight=100),)), None),
     ("Placement", "users"): (with_placement(users=(UserGroup(name="eu", site="berlin"),)),
                              None),
     ("Placement", "residency"): (with_placement(residency=Residency(countries=("de",))), None),

@@ -1,5 +1,6 @@
 """The filter plugins beyond the classic ones: taints, latency SLOs, disk,
-affinity and anti-affinity at every scope, required topology spread; each
+affinity and anti-affinity at every scope, required topology spread, split over
+site groups; each
 asserts the exact reason a node gets and the histogram a placement shows."""
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from federation.scheduler import (
     Request,
     Round,
     Scope,
+    Share,
     Spread,
+    Usage,
     Users,
     feasible,
     place,
     refusals,
 )
+from federation.scheduling.filters import split_targets
 from federation.scheduling.refusal import by_value
 from policies.model import (
     Container,
@@ -395,3 +399,65 @@ def test_reasons_by_value_count_each_value_in_order(values: list[int],
     codes = np.array(values, dtype=np.int64)
     refusal = by_value(codes != 0, codes, lambda v: f"value {v}")
     assert [(r.reason, n) for r, n in refusal.explain(refusal.mask)] == expected
+
+
+# -- split over site groups --------------------------------------------------------------
+
+
+def split_fleet() -> list[Node]:
+    """Two edge sites and one cloud site, two roomy nodes each."""
+    return [node(f"{site}{i}", site=site, labels={"tier": tier})
+            for site, tier in (("e1", "edge"), ("e2", "edge"), ("c1", "cloud")) for i in (1, 2)]
+
+
+SEVENTY_THIRTY = (Share(sites=sel(tier="edge"), weight=70), Share(sites=sel(tier="cloud"),
+                                                                   weight=30))
+
+
+@pytest.mark.parametrize(("weights", "replicas", "targets"), [
+    ((70, 30), 10, [7, 3]), ((70, 30), 3, [2, 1]), ((50, 50), 3, [2, 1]),
+    ((34, 33, 33), 2, [1, 1, 0]), ((100,), 4, [4]), ((60, 40), 0, [0, 0]),
+])
+def test_split_targets_round_by_largest_remainder(weights: tuple[int, ...], replicas: int,
+                                                  targets: list[int]) -> None:
+    assert split_targets(weights, replicas) == targets
+    assert sum(targets) == replicas
+
+
+def test_split_places_each_group_its_share() -> None:
+    rnd = Round(nodes=split_fleet())
+    sites = Counter()
+    for slot in range(10):
+        decision = place(request(slot, cpu_millis=100, split=SEVENTY_THIRTY, replicas=10), rnd)
+        assert decision.node is not None
+        sites[rnd.by_name[decision.node].labels["tier"]] += 1
+    assert sites == {"edge": 7, "cloud": 3}
+
+
+def test_split_reason_names_the_group_and_its_count() -> None:
+    rnd = Round(nodes=split_fleet(), placed={"web": Counter({"e11": 4, "e21": 3})})
+    req = request(7, cpu_millis=100, split=SEVENTY_THIRTY, replicas=10)
+    reason = "site not in split group 2 (tier=cloud, 30%: 0 of 3 placed)"
+    assert [r.reason for r in FILTERS["split"](req, rnd.by_name["e11"], rnd)] == [reason]
+    assert FILTERS["split"](req, rnd.by_name["c11"], rnd) == []
+    decision = place(req, rnd)
+    assert decision.site == "c1"
+    assert decision.explanation.rejections == {reason: 4}
+
+
+def test_a_full_group_leaves_its_replicas_unplaced_with_the_reason() -> None:
+    fleet = [n if n.site != "c1" else node(n.name, site="c1", labels={"tier": "cloud"}, cpu=100)
+             for n in split_fleet()]
+    rnd = Round(nodes=fleet, placed={"web": Counter({"e11": 7, "c11": 1, "c12": 1})},
+                committed={"c11": Usage(cpu_millis=100), "c12": Usage(cpu_millis=100)})
+    decision = place(request(9, cpu_millis=100, split=SEVENTY_THIRTY, replicas=10), rnd)
+    assert decision.node is None
+    assert decision.explanation.message == (
+        "0/6 nodes fit: 4 site not in split group 2 (tier=cloud, 30%: 2 of 3 placed), "
+        "2 insufficient cpu (need 100m, most free 0)")
+
+
+def test_once_every_share_is_met_any_group_will_do() -> None:
+    rnd = Round(nodes=split_fleet(), placed={"web": Counter({"e11": 7, "c11": 3})})
+    req = request(10, cpu_millis=100, split=SEVENTY_THIRTY, replicas=10)
+    assert all(FILTERS["split"](req, n, rnd) == [] for n in rnd.nodes)
