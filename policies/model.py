@@ -393,28 +393,26 @@ def _read_ports(r: _Reader, value: Any, path: FieldPath) -> tuple[Port, ...]:
     return tuple(ports)
 
 
+def _quantity(r: _Reader, res: Mapping[str, Any], path: FieldPath, key: str,
+              parse: Callable[[object], int]) -> int:
+    """``res[key]`` parsed (0 when absent); an error at ``path.key`` when it is not."""
+    if res.get(key) is None:
+        return 0
+    try:
+        return parse(res[key])
+    except QuantityError as exc:
+        r.p.error((*path, key), str(exc))
+    except OverflowError:  # digits beyond float range: the parser cannot round infinity
+        r.p.error((*path, key), f"is too large to be a {key} quantity")
+    return 0
+
+
 def _read_resources(r: _Reader, value: Any, path: FieldPath) -> Resources:
     res = r.mapping(value, path)
     r.known(res, path, {"cpu", "memory", "disk", "devices"})
-    cpu = mem = disk = 0
-    try:
-        cpu = parse_cpu(res["cpu"]) if res.get("cpu") is not None else 0
-    except QuantityError as exc:
-        r.p.error((*path, "cpu"), str(exc))
-    except OverflowError:  # digits beyond float range: parse_cpu cannot round infinity
-        r.p.error((*path, "cpu"), "is too large to be a cpu quantity")
-    try:
-        mem = parse_memory(res["memory"]) if res.get("memory") is not None else 0
-    except QuantityError as exc:
-        r.p.error((*path, "memory"), str(exc))
-    except OverflowError:
-        r.p.error((*path, "memory"), "is too large to be a memory quantity")
-    try:
-        disk = parse_memory(res["disk"]) if res.get("disk") is not None else 0
-    except QuantityError as exc:
-        r.p.error((*path, "disk"), str(exc))
-    except OverflowError:
-        r.p.error((*path, "disk"), "is too large to be a disk quantity")
+    cpu = _quantity(r, res, path, "cpu", parse_cpu)
+    mem = _quantity(r, res, path, "memory", parse_memory)
+    disk = _quantity(r, res, path, "disk", parse_memory)
     devices: dict[str, int] = {}
     for kind, count in r.mapping(res.get("devices"), (*path, "devices")).items():
         number = r.required_integer(count, (*path, "devices", str(kind)), low=1, high=1000)
