@@ -183,15 +183,22 @@ def test_flapping_agent_moves_no_work_with_damping(make_federation, tmp_path, da
 SINGLETON_INTERVAL = 0.5
 
 
-def test_cut_off_singleton_fences_itself_before_its_replacement_starts(
-        make_federation, proxies, tmp_path):
+def singleton(make_federation, proxies, tmp_path: Path, grace: str) -> tuple[
+        LocalFederation, dict[str, FaultProxy], str, str, str]:
+    """A singleton ``leader`` with ``grace`` on one of two nodes, each behind its own
+    link: (federation, links, marker, the node it runs on, the other node)."""
     fed = make_federation("process")
     links = proxies(fed)
     nodes = start(fed, ["--lost-after", "10"], SINGLETON_INTERVAL, links)
     marker = str(random.randint(10**6, 10**7))
-    first = apply(fed, tmp_path, "leader", marker, "    grace: 3s\n    singleton: true")
-    victim = first["node"]
+    victim = apply(fed, tmp_path, "leader", marker, f"    grace: {grace}\n    singleton: true")["node"]
     other = next(n for n in nodes if n != victim)
+    return fed, links, marker, victim, other
+
+
+def test_cut_off_singleton_fences_itself_before_its_replacement_starts(
+        make_federation, proxies, tmp_path):
+    fed, links, marker, victim, other = singleton(make_federation, proxies, tmp_path, "3s")
     assert live(marker) == [(victim, 1)]
 
     t0 = time.monotonic()
@@ -229,14 +236,8 @@ def test_cut_off_singleton_fences_itself_before_its_replacement_starts(
 
 def test_singleton_replaced_at_once_when_an_operator_confirms_the_node_lost(
         make_federation, proxies, tmp_path):
-    fed = make_federation("process")
-    links = proxies(fed)
-    nodes = start(fed, ["--lost-after", "10"], SINGLETON_INTERVAL, links)
-    marker = str(random.randint(10**6, 10**7))
     # A long grace: only the operator's word can move it within this test.
-    first = apply(fed, tmp_path, "leader", marker, "    grace: 5m\n    singleton: true")
-    victim = first["node"]
-    other = next(n for n in nodes if n != victim)
+    fed, _, marker, victim, other = singleton(make_federation, proxies, tmp_path, "5m")
 
     refused = edgefed("confirm-lost", victim, server=fed.server, check=False)
     assert refused.returncode != 0 and "in contact" in refused.stderr
