@@ -70,10 +70,15 @@ class LabelColumn:
 @dataclass(slots=True)
 class Counts:
     """Replicas of one deployment per node and per domain of each scope (the last
-    cell of a domain array is the bucket of nodes without the label; never read)."""
+    cell of a domain array is the bucket of nodes without the label; never read).
+    ``spread_sites`` is the spread-sites score of each site, region and provider domain,
+    100 / (1 + replicas there) (the last cell 0: nodes without the label), kept with
+    the counts so a placement rewrites one cell per scope."""
 
     node: Ints
     domains: dict[Scope, Ints]
+    spread_sites: dict[Scope, Floats]
+    cells: list[tuple[Ints, int, Ints, Floats]]  # per scope: domains, size, counts, scores
 
 
 def _hash64(text: str) -> int:
@@ -274,12 +279,17 @@ class Round:
             for name, count in self.placed.get(deployment, Counter()).items():
                 if name in self.index:
                     node[self.index[name]] += count
-            domains = {}
+            domains: dict[Scope, Ints] = {}
+            spread: dict[Scope, Floats] = {}
+            cells: list[tuple[Ints, int, Ints, Floats]] = []
             for scope in (Scope.SITE, Scope.REGION, Scope.PROVIDER):
                 index, size = self.domain(scope)
                 domains[scope] = np.bincount(index, weights=node, minlength=size + 1).astype(
                     np.int64)
-            counts = Counts(node=node, domains=domains)
+                spread[scope] = np.asarray(100.0 / (1.0 + domains[scope]), dtype=np.float64)
+                spread[scope][size] = 0.0
+                cells.append((index, size, domains[scope], spread[scope]))
+            counts = Counts(node=node, domains=domains, spread_sites=spread, cells=cells)
             self._counts[deployment] = counts
         return counts
 
@@ -306,10 +316,19 @@ class Round:
         return list(cached[1])
 
     def matching_in_domain(self, selector: Selector, scope: Scope) -> Ints:
-        total = np.zeros(len(self.nodes), dtype=np.int64)
+        """Replicas of the deployments ``selector`` matches in each node's ``scope``
+        domain (0 for nodes without the scope's label), summed per domain first."""
+        if scope is Scope.NODE:
+            total = np.zeros(len(self.nodes), dtype=np.int64)
+            for deployment in self.matching(selector):
+                total += self.counts(deployment).node
+            return total
+        index, size = self.domain(scope)
+        per_domain = np.zeros(size + 1, dtype=np.int64)
         for deployment in self.matching(selector):
-            total += self.in_domain(deployment, scope)
-        return total
+            per_domain += self.counts(deployment).domains[scope]
+        per_domain[size] = 0
+        return per_domain.take(index)
 
     def count_on_site(self, deployment: str, site: str) -> int:
         counts = self.placed.get(deployment, Counter())
@@ -334,7 +353,7 @@ class Round:
     def reserve(self, request: Request, node: str) -> None:
         """Hold ``request``'s share on ``node`` for the rest of the round."""
         held = self.reserved.get(node)
-        self.reserved[node] = (Usage() if held is None else held).plus(request)
+        self.reserved[node] = _EMPTY.plus(request) if held is None else held.plus(request)
         placed = self.placed.get(request.deployment)
         if placed is None:
             placed = self.placed[request.deployment] = Counter()
@@ -346,12 +365,19 @@ class Round:
         counts = self._counts.get(request.deployment)
         if counts is not None:
             counts.node[i] += 1
-            for scope, per_domain in counts.domains.items():
-                per_domain[self.domain(scope)[0][i]] += 1
+            for index, size, per_domain, scores in counts.cells:
+                cell = int(index[i])
+                replicas = int(per_domain[cell]) + 1
+                per_domain[cell] = replicas
+                if cell < size:  # the unlabelled bucket's score stays 0
+                    scores[cell] = 100.0 / (1.0 + replicas)
 
     def free(self, node: Node) -> tuple[int, int]:
         i = self.index[node.name]
         return int(self.free_cpu[i]), int(self.free_mem[i])
+
+
+_EMPTY = Usage()  # never changed: ``plus`` makes a new one
 
 
 def _number(text: str) -> float:

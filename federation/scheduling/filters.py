@@ -172,14 +172,15 @@ def latency_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
 
 def resources_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     """Reports every dimension that does not fit, not only the first."""
-    out = [resource(req.cpu_millis > rnd.free_cpu, "insufficient cpu", req.cpu_millis,
-                    rnd.free_cpu, "cpu"),
-           resource(req.memory_bytes > rnd.free_mem, "insufficient memory", req.memory_bytes,
-                    rnd.free_mem, "memory")]
+    dimensions = [(req.cpu_millis, rnd.free_cpu, "cpu"), (req.memory_bytes, rnd.free_mem, "memory")]
     if req.disk_bytes:
-        out.append(resource(req.disk_bytes > rnd.free_disk, "insufficient disk",
-                            req.disk_bytes, rnd.free_disk, "disk"))
-    return nonempty(out)
+        dimensions.append((req.disk_bytes, rnd.free_disk, "disk"))
+    out = []
+    for need, free, unit in dimensions:
+        short = need > free
+        if np.count_nonzero(short):  # what ``nonempty`` keeps, without wording the others
+            out.append(resource(short, f"insufficient {unit}", need, free, unit))
+    return out
 
 
 def devices_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
@@ -433,17 +434,18 @@ def evaluate(req: Request, rnd: Round, names: Iterable[str] | None = None) -> Ve
     """Run the filter chain over every node (only the dynamic filters in ``names``,
     when given; the static ones come from the round's cache)."""
     static, fits, static_tally = _static(req, rnd)
-    wanted = None if names is None else set(names)
+    wanted = set() if names is None else set(names)
+    everything = names is None or "spread" in wanted
     out = dict(static)
     fits = fits.copy()
     dynamic: list[Refusal] = []
     for plugin in _DYNAMIC:
-        if wanted is not None and plugin.name not in wanted and "spread" not in wanted:
+        if not everything and plugin.name not in wanted:
             continue
         found = plugin.check(req, rnd, fits)
         out[plugin.name] = found
         for refusal in found:
-            fits &= ~refusal.mask
+            np.greater(fits, refusal.mask, out=fits)  # fits and not refused
         dynamic += found
     return Verdict(refusals=out, fits=fits, static_tally=static_tally, dynamic=dynamic)
 

@@ -76,24 +76,26 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Ind
     """The ``keep`` best nodes that fit: highest total first, equal totals in the
     order of the seeded hash. ``keep`` passes of argmax find the best totals; one
     more finds the nodes equal to the last of them, and only equal totals are hashed."""
-    masked = np.where(fits, total, -np.inf)
+    nothing = -np.inf
+    masked = np.where(fits, total, nothing)
     picked: list[int] = []
     values: list[float] = []
     for _ in range(keep):
         i = int(masked.argmax())
-        value = float(masked[i])
-        if value == -np.inf:
+        value = masked.item(i)
+        if value == nothing:
             break
         picked.append(i)
         values.append(value)
-        masked[i] = -np.inf
+        masked[i] = nothing
     rows = np.array(picked, dtype=np.int64)
     if not picked:
         return rows
     bar = values[-1]
-    more = np.flatnonzero(masked == bar)
-    if not len(more) and len(set(values)) == len(values):
+    at_bar = masked == bar
+    if not at_bar.any() and len(set(values)) == len(values):
         return rows  # argmax took them best first
+    more = np.flatnonzero(at_bar)
     at = np.array(values)
     above, level = rows[at > bar], np.concatenate((rows[at == bar], more))
     want = keep - len(above)
@@ -106,10 +108,11 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Ind
 def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
     total, vectors = score(req, rnd)
     rows = _top(req, rnd, total, fits, keep)
-    columns = {name: v[rows].tolist() for name, v in vectors.items()}
+    names = list(vectors)
+    columns = [v.take(rows).tolist() for v in vectors.values()]
     return tuple(Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=t,
-                        scores={name: column[k] for name, column in columns.items()})
-                 for k, (i, t) in enumerate(zip(rows.tolist(), total[rows].tolist(),
+                        scores=dict(zip(names, [column[k] for column in columns], strict=True)))
+                 for k, (i, t) in enumerate(zip(rows.tolist(), total.take(rows).tolist(),
                                                 strict=True)))
 
 

@@ -13,6 +13,7 @@ kept for the round and rewritten at the reserved rows only (see ``_kept``).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,16 +114,20 @@ def _kept(rnd: Round, key: object, formula: Callable[[Rows], Floats],
     read it, do not change it."""
     seen = len(rnd.touched)
     cached = rnd.cache.get(key)
-    if cached is None or len(cached[2]) != len(basis) or any(
-            a is not b for a, b in zip(cached[2], basis, strict=True)):
+    if cached is None or not _same(cached[2], basis):
         vector = formula(slice(None))
     else:
         vector, since, _ = cached
-        if since < seen:
-            rows = _reserved_since(rnd, since)
-            vector[rows] = formula(rows)
+        if since == seen:
+            return vector  # type: ignore[no-any-return]
+        rows = _reserved_since(rnd, since)
+        vector[rows] = formula(rows)
     rnd.cache[key] = (vector, seen, basis)
     return vector
+
+
+def _same(kept: tuple[object, ...], basis: tuple[object, ...]) -> bool:
+    return len(kept) == len(basis) and all(map(operator.is_, kept, basis))
 
 
 def _reserved_since(rnd: Round, since: int) -> Ints:
@@ -182,15 +187,14 @@ _SPREAD_LEVELS = (Scope.REGION, Scope.PROVIDER)
 def spread_sites(req: Request, rnd: Round) -> Floats:
     """Fewer replicas of the deployment in the node's site is better; where sites
     carry ``region`` and ``provider`` labels, so is the same across regions and
-    providers (averaged over the levels the node has). Computed per distinct
+    providers (averaged over the levels the node has). The score of each domain is
+    kept with the replica counts (:class:`Counts`); it is summed per distinct
     (site, region, provider) and spread to the nodes with one gather."""
-    counts = rnd.counts(req.deployment)
+    spread = rnd.counts(req.deployment).spread_sites
     places, site, levels = _places(rnd)
-    total = (100.0 / (1.0 + counts.domains[Scope.SITE])).take(site)
+    total = spread[Scope.SITE].take(site)
     for scope, index in levels.items():
-        per_domain = 100.0 / (1.0 + counts.domains[scope])
-        per_domain[-1] = 0.0  # nodes without the label: the level does not count
-        total += per_domain.take(index)
+        total += spread[scope].take(index)
     return (total * _inverse_levels(rnd)).take(places)
 
 
@@ -239,7 +243,7 @@ def stay_put(req: Request, rnd: Round) -> Floats:
 def topology_spread(req: Request, rnd: Round) -> Floats:
     """Preferred spread constraints: 100 in the emptiest domain, less the more the
     node's domain holds above it; 0 for nodes without the scope's label."""
-    total = np.zeros(len(rnd.nodes))
+    total = None
     preferred = [s for s in req.spread if not s.required]
     counts = rnd.counts(req.deployment)
     for spread in preferred:
@@ -249,8 +253,16 @@ def topology_spread(req: Request, rnd: Round) -> Floats:
             continue
         held = per_domain[:size]
         # The last cell scores the nodes without the label: 0.
-        total += np.append(100.0 / (1.0 + held - held.min()), 0.0).take(index)
-    return total / max(len(preferred), 1)
+        cell = np.zeros(size + 1)
+        np.divide(100.0, 1.0 + held - held.min(), out=cell[:size])
+        vector = cell.take(index)
+        if total is None:
+            total = vector  # 0 + x is x: scores are never -0
+        else:
+            total += vector
+    if total is None:
+        return np.zeros(len(rnd.nodes))
+    return total if len(preferred) == 1 else total / len(preferred)
 
 
 def affinity(req: Request, rnd: Round) -> Floats:
@@ -260,7 +272,9 @@ def affinity(req: Request, rnd: Round) -> Floats:
     weights = sum(p.weight for p in req.preferences) or 1
     for term in req.preferences:
         present = rnd.matching_in_domain(term.selector, term.scope) > 0
-        total += term.weight * (~present if term.apart else present)
+        # Whole weights: the sum is exact in any order and any float or int type.
+        total += np.where(present, 0.0, float(term.weight)) if term.apart else \
+            np.where(present, float(term.weight), 0.0)
     return 100.0 * total / weights
 
 
@@ -386,7 +400,8 @@ def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
         vector = function(req, rnd)
         vectors[name] = vector
         if total is None:
-            total = kept + share * vector
+            total = share * vector
+            total += kept  # x + y is y + x, float for float
         else:
             total += share * vector
     return (kept.copy() if total is None else total), {name: vectors[name] for name in p.weights}

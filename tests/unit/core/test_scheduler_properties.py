@@ -28,7 +28,7 @@ from federation.scheduler import (
     refusals,
     tie_keys,
 )
-from federation.scheduling.scores import score
+from federation.scheduling.scores import SCORES, score
 from policies.model import Selector, Toleration
 
 MiB = 1024**2
@@ -239,3 +239,56 @@ def test_scores_kept_through_a_round_equal_a_fresh_rounds(nodes: list[Node],
         assert {k: v.tolist() for k, v in kept_vectors.items()} == {
             k: v.tolist() for k, v in built_vectors.items()}
         place(req, rnd)
+
+
+PROVIDERS = {"s1": "aws", "s2": None, "s3": "aws"}
+
+
+def with_provider(node: Node) -> Node:
+    """The node with its site's ``provider`` label, where the site has one."""
+    provider = PROVIDERS[node.site]
+    if provider is None or node.capacity is None:
+        return node
+    labels = {**node.capacity.labels, "provider": provider}
+    capacity = wire.Capacity(**{**{f: getattr(node.capacity, f)
+                                   for f in node.capacity.__dataclass_fields__},
+                                "labels": labels})
+    return Node(**{**{f: getattr(node, f) for f in node.__dataclass_fields__},
+                   "capacity": capacity})
+
+
+resizes_strategy = st.lists(st.tuples(st.sampled_from(["web", "db", "cache"]),
+                                      st.integers(0, 1500), st.integers(0, 1024),
+                                      st.integers(1, 6)), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(nodes=nodes_strategy, asks=resizes_strategy)
+def test_spread_scores_kept_with_the_counts_equal_a_fresh_rounds(
+        nodes: list[Node], asks: list[tuple[str, int, int, int]]) -> None:
+    """The spread-sites score of each site, region and provider domain, rewritten
+    one cell per scope when a replica lands, is after every placement the score a
+    round built from scratch computes, also when a deployment changes size (cpu,
+    memory, replicas) in the middle of the round."""
+    nodes = [with_provider(n) for n in nodes]
+    rnd = Round(nodes=nodes)
+    for slot, (deployment, cpu, mem, replicas) in enumerate(asks):
+        req = Request(deployment=deployment, slot=slot, generation=1,
+                      labels={"app": deployment}, cpu_millis=cpu, memory_bytes=mem * MiB,
+                      replicas=replicas,
+                      spread=(Spread(scope=Scope.PROVIDER, max_skew=1),))
+        place(req, rnd)
+        fresh = Round(nodes=nodes, reserved=dict(rnd.reserved),
+                      placed={d: Counter(c) for d, c in rnd.placed.items()},
+                      deployment_labels=dict(rnd.deployment_labels))
+        for name in rnd.placed:
+            kept, built = rnd.counts(name), fresh.counts(name)
+            for scope in (Scope.SITE, Scope.REGION, Scope.PROVIDER):
+                assert kept.domains[scope].tolist() == built.domains[scope].tolist()
+                assert kept.spread_sites[scope].tolist() == built.spread_sites[scope].tolist()
+            ask = Request(**{**{f: getattr(req, f) for f in req.__dataclass_fields__},
+                             "deployment": name})
+            assert SCORES["spread-sites"].score(ask, rnd).tolist() == \
+                SCORES["spread-sites"].score(ask, fresh).tolist()
+            assert SCORES["topology-spread"].score(ask, rnd).tolist() == \
+                SCORES["topology-spread"].score(ask, fresh).tolist()
