@@ -25,6 +25,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.probes import Probes
 from edge_agent.state import LocalState
 from federation import wire
+from federation.aio import wait_set
 from federation.bus import Bus, Will, new_epoch
 
 log = logging.getLogger("edgefed.agent")
@@ -191,9 +192,7 @@ class Agent:
         assert self.bus is not None
         while True:
             await self.bus.offline.wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.bus.connected.wait(), timeout=OFFLINE_NOTICE_AFTER)
-            if self.bus.connected.is_set():
+            if await wait_set(self.bus.connected, OFFLINE_NOTICE_AFTER):
                 continue
             wanted = sum(1 for s in self.slots.values() if s.want is Want.RUN)
             log.warning("broker unreachable, running %d instance(s) from local state", wanted)
@@ -349,8 +348,7 @@ class Agent:
                 log.warning("runtime unavailable: %s", exc)
             except Exception:  # a bug in one pass must not end supervision of every workload
                 log.exception("supervise pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=2.0)
+            await wait_set(self.wake, 2.0)
             self.wake.clear()
 
     async def supervise(self) -> None:
@@ -531,8 +529,7 @@ class Agent:
             self.changed.clear()
             self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.CAPACITY),
                              self._encode(wire.SCHEMA_CAPACITY, self.capacity()), retain=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=self.config.report_interval)
+            await wait_set(self.changed, self.config.report_interval)
 
     async def _image_loop(self) -> None:
         """Keep ``self.images`` fresh for the reports, apart from them: the reports carry

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from federation import rollout, wire
+from federation.aio import wait_set
 from federation.bus import Bus, Will, new_epoch
 from federation.failover import Throttle, fence_after
 from federation.inventory import Inventory, Liveness, NodeState
@@ -190,9 +190,7 @@ class Controller:
                 cut_since = None
                 self.wake.set()
             # Wake at once when the connection drops or comes back, else every ECHO_EVERY.
-            change = bus.offline if up else bus.connected
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(change.wait(), ECHO_EVERY)
+            await wait_set(bus.offline if up else bus.connected, ECHO_EVERY)
             if not up and bus.connected.is_set():
                 heard = time.monotonic()  # a fresh connection: its echo gets ECHO_TIMEOUT
 
@@ -359,8 +357,7 @@ class Controller:
             # Suspect and Lost are noticed when due, not up to a period later.
             due = self.inventory.next_change()
             timeout = TICK if due is None else min(TICK, max(0.01, due - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            await wait_set(self.wake, timeout)
             self.wake.clear()
 
     def pass_once(self, now: float) -> None:
