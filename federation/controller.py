@@ -177,7 +177,10 @@ class Controller:
             if cut and cut_since is None:
                 cut_since = time.time() - (silent if up else 0.0)
                 self.inventory.pause(cut_since)
-                if bus.connects:
+                if bus.connects and not self.inventory.liveness.pause_when_cut_off:
+                    log.warning("cut off from the broker: node liveness keeps counting "
+                                "(--no-cut-off-pause), so nodes may become Lost")
+                elif bus.connects:
                     why = (f"no echo through the broker for {silent:.1f} s" if up
                            else "the broker connection is down")
                     log.warning("cut off from the broker (%s): node liveness paused, no node "
@@ -185,8 +188,9 @@ class Controller:
                                 "again", why)
             elif not cut and cut_since is not None:
                 self.inventory.resume(time.time())
-                log.info("connected to the broker again after %.1f s: every node gets a "
-                         "fresh grace", time.time() - cut_since)
+                log.info("connected to the broker again after %.1f s%s", time.time() - cut_since,
+                         ": every node gets a fresh grace"
+                         if self.inventory.liveness.pause_when_cut_off else "")
                 cut_since = None
                 self.wake.set()
             # Wake at once when the connection drops or comes back, else every ECHO_EVERY.
@@ -802,6 +806,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-down", type=float, default=30.0,
                         help="seconds a flapping node must stay connected before it is Ready "
                         "(default 30)")
+    parser.add_argument("--no-cut-off-pause", dest="cut_off_pause", action="store_false",
+                        help="keep counting node silence while the controller itself is cut "
+                        "off from the broker (by default liveness pauses then); only to show "
+                        "in a drill what the pause prevents")
     parser.add_argument("--max-replacements-per-second", type=float, default=20.0,
                         help="failover replacements started per second across the federation, "
                         "the rest wait for a later pass; 0: no limit (default 20)")
@@ -831,7 +839,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   ready_after_reports=args.ready_after_reports,
                                                   flap_limit=args.flap_limit,
                                                   flap_window=args.flap_window,
-                                                  hold_down=args.hold_down),
+                                                  hold_down=args.hold_down,
+                                                  pause_when_cut_off=args.cut_off_pause),
                                 throttle=Throttle(rate=args.max_replacements_per_second,
                                                   burst=args.replacement_burst,
                                                   tokens=args.replacement_burst)

@@ -59,6 +59,10 @@ class Liveness:
     flap_limit: int = 3
     flap_window: float = 60.0
     hold_down: float = 30.0
+    # While the controller is cut off from the broker, silence counts for nothing. Off
+    # only to show in a drill what it prevents: a broker outage longer than the grace
+    # then makes every node Lost.
+    pause_when_cut_off: bool = True
 
     @property
     def damping(self) -> bool:
@@ -137,13 +141,16 @@ class Inventory:
 
     def pause(self, now: float) -> None:
         """The controller lost its broker connection: until ``resume`` no heartbeat can
-        arrive, so silence moves no node to Suspect or Lost."""
-        if self.paused_since is None:
+        arrive, so silence moves no node to Suspect or Lost (unless
+        ``Liveness.pause_when_cut_off`` is off)."""
+        if self.paused_since is None and self.liveness.pause_when_cut_off:
             self.paused_since = now
 
     def resume(self, now: float) -> None:
         """Connected again: every node gets a fresh grace. Heartbeats are judged from
         ``now``, and a node already out of contact (not Lost) starts its grace again."""
+        if not self.liveness.pause_when_cut_off:
+            return
         self.paused_since = None
         self.resumed_at = now
         for name, node in self.nodes.items():

@@ -393,3 +393,12 @@ def test_after_resume_a_suspect_node_starts_its_grace_again_and_a_lost_one_stays
     assert inv.tick(49.9) == []
     assert [(n.name, n.state) for n in inv.tick(50.0)] == [("n1", NodeState.LOST)]
     assert inv.nodes["gone"].state is NodeState.LOST
+
+
+def test_with_the_pause_off_silence_counts_while_the_controller_is_cut_off() -> None:
+    inv = reported(0.0, Liveness(pause_when_cut_off=False))
+    inv.pause(2.0)
+    assert inv.paused_since is None
+    assert [n.state for n in inv.tick(15.01)] == [NodeState.SUSPECT]
+    inv.resume(20.0)  # no fresh grace either
+    assert [n.state for n in inv.tick(25.01)] == [NodeState.LOST]
