@@ -34,9 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
