@@ -6,12 +6,12 @@ asserts the exact reason a node gets and the histogram a placement shows."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
+from rtt_table import TableRtt
 
 from federation import wire
 from federation.inventory import Node, NodeState
@@ -46,16 +46,6 @@ from policies.model import (
 
 MiB = 1024**2
 GiB = 1024**3
-
-
-class TableRtt:
-    """RTTs from a plain table: (source, node) -> ms; absent pairs are unknown."""
-
-    def __init__(self, table: Mapping[tuple[str, str], float]) -> None:
-        self.table = table
-
-    def rtt_from(self, source: str, nodes: Sequence[str]) -> NDArray[np.float64]:
-        return np.array([self.table.get((source, n), np.nan) for n in nodes], dtype=np.float64)
 
 
 def node(name: str, *, site: str = "s1", arch: str = "arm64", labels: Mapping[str, str] | None
@@ -385,7 +375,6 @@ def test_a_no_execute_taint_moves_running_replicas_and_no_schedule_does_not() ->
     tolerant = Deployment(name="web", replicas=2, container=web.container,
                           placement=Placement(tolerations=(Toleration(key="drain"),)))
     assert misplaced({"web": tolerant}, slots, nodes) == {}
-
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -4,12 +4,12 @@ the weighted sum picks the winner the explanation names."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
+from rtt_table import TableRtt
 
 from federation import wire
 from federation.inventory import Node, NodeState
@@ -29,16 +29,6 @@ from policies.model import Selector, Toleration
 
 MiB = 1024**2
 GiB = 1024**3
-
-
-class TableRtt:
-    """RTTs from a plain table: (source, node) -> ms; absent pairs are unknown."""
-
-    def __init__(self, table: Mapping[tuple[str, str], float]) -> None:
-        self.table = table
-
-    def rtt_from(self, source: str, nodes: Sequence[str]) -> NDArray[np.float64]:
-        return np.array([self.table.get((source, n), np.nan) for n in nodes], dtype=np.float64)
 
 
 def node(name: str, *, site: str = "s1", labels: Mapping[str, str] | None = None,

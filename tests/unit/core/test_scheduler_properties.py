@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy.typing import NDArray
+from rtt_table import TableRtt
 
 from federation import wire
 from federation.inventory import Node, NodeState
@@ -34,14 +34,6 @@ from policies.model import Selector, Toleration
 MiB = 1024**2
 SITES = {"s1": {"region": "eu", "country": "de"}, "s2": {"region": "eu", "country": "fr"},
          "s3": {"region": "us", "country": "us"}}
-
-
-class TableRtt:
-    def __init__(self, table: Mapping[tuple[str, str], float]) -> None:
-        self.table = table
-
-    def rtt_from(self, source: str, nodes: Sequence[str]) -> NDArray[np.float64]:
-        return np.array([self.table.get((source, n), np.nan) for n in nodes], dtype=np.float64)
 
 
 def make_node(i: int, site: str, arch: str, taint: str | None, cpu: int, mem: int,
