@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,7 +190,9 @@ class LocalFederation:
         wait_for_port(self.api_port, timeout=20, proc=self.controller.popen)
         return self.controller
 
-    def start_agent(self, node: str, site: str, *, labels: str = "", extra: Sequence[str] = ()) -> Proc:
+    def start_agent(self, node: str, site: str, *, labels: str = "", extra: Sequence[str] = (),
+                    env: Mapping[str, str] | None = None) -> Proc:
+        """An agent process; ``env`` adds to its environment (e.g. DOCKER_HOST)."""
         argv = edgefed_argv(
             "agent", "--broker", self.broker_url, "--site", site, "--node", node,
             "--runtime", self.runtime, "--state-dir", str(self.workdir / "agents" / node),
@@ -200,7 +202,8 @@ class LocalFederation:
         for label in self.container_labels:
             argv += ["--container-label", label]
         argv += list(extra)
-        proc = Proc(f"agent {node}", argv, self.workdir / f"agent-{node}.log", self.env()).start()
+        proc = Proc(f"agent {node}", argv, self.workdir / f"agent-{node}.log",
+                    {**self.env(), **(env or {})}).start()
         self.agents[node] = proc
         return proc
 

@@ -19,7 +19,7 @@ import pytest
 
 from edge_agent.agent import IMAGES_TIMEOUT, LOGS_TIMEOUT
 from federation.drill.faults import FaultProxy
-from federation.localfed import LocalFederation, Proc, edgefed_argv
+from federation.localfed import LocalFederation, Proc
 from tests.drills.test_node_failures import all_running, api, apply_worker
 from tests.integration.conftest import TINY_IMAGE, tiny_image  # noqa: F401  (fixture)
 from tests.support import wait_until
@@ -41,14 +41,8 @@ def log_says(proc: Proc, text: str) -> bool:
 def start_agent_through(fed: LocalFederation, engine: FaultProxy) -> tuple[str, Proc]:
     """One docker agent whose engine calls go through ``engine``."""
     node = f"a1-{fed.tag}"
-    argv = edgefed_argv("agent", "--broker", fed.broker_url, "--site", "site-a", "--node",
-                        node, "--runtime", "docker", "--report-interval", str(INTERVAL),
-                        "--state-dir", str(fed.workdir / "agents" / node))
-    for label in fed.container_labels:
-        argv += ["--container-label", label]
-    env = {**fed.env(), "DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"}
-    agent = fed.agents[node] = Proc(f"agent {node}", argv, fed.workdir / f"agent-{node}.log",
-                                    env).start()
+    agent = fed.start_agent(node, "site-a", extra=["--report-interval", str(INTERVAL)],
+                            env={"DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"})
     return node, agent
 
 

@@ -40,6 +40,7 @@ from tests.drills.test_node_failures import (
     all_running,
     api,
     apply_worker,
+    assert_healed,
     busiest,
     fail_over,
     node_state,
@@ -141,18 +142,10 @@ def test_cut_link_node_lost_replaced_and_stale_instances_stopped_on_restore(
     assert times["lost"] < 3 * REPORT_INTERVAL + LOST_AFTER + 3
     assert {p["node"] for p in pods} <= set(namespaces) - {victim}
 
-    wait_until(lambda: node_state(fed, victim) == "Ready", timeout=40,
-               what=f"{victim} Ready again after the link is restored")
-    stale_pids = {pid for *_, pid in stale}
-    wait_until(lambda: not stale_pids & {pid for *_, pid in sleepers(marker)}, timeout=20,
-               what="the superseded processes on the returned node stopped")
-    wait_until(lambda: one_process_per_slot(marker, pods, set(namespaces)), timeout=10,
-               what="exactly one process per slot")
     # The controller's view agrees: the same placement, and the agents report
     # exactly one instance per slot between them.
-    after = all_running(fed, 6, timeout=10)
-    assert {(p["slot"], p["node"], p["generation"]) for p in after} == {
-        (p["slot"], p["node"], p["generation"]) for p in pods}
+    assert_healed(fed, victim, stale, pods, marker, set(namespaces),
+                  after="the link is restored")
     wait_until(lambda: sum(n["instances"] for n in api(fed, "nodes")) == 6, timeout=10,
                what="6 instances reported by the agents")
     # Each stale instance was reported stopped by the node that ran it.
@@ -233,14 +226,8 @@ def test_agent_survives_its_docker_engine_restarting(make_federation, tmp_path):
     with FaultProxy(ENGINE_SOCKET) as engine:
         fed.start_controller()  # the default grace: an engine outage must not cost the node
         node = f"a1-{fed.tag}"
-        argv = edgefed_argv("agent", "--broker", fed.broker_url, "--site", "site-a", "--node",
-                            node, "--runtime", "docker", "--report-interval", "1",
-                            "--state-dir", str(fed.workdir / "agents" / node))
-        for label in fed.container_labels:
-            argv += ["--container-label", label]
-        env = {**fed.env(), "DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"}
-        agent = fed.agents[node] = Proc(f"agent {node}", argv, fed.workdir / f"agent-{node}.log",
-                                        env).start()
+        agent = fed.start_agent(node, "site-a", extra=["--report-interval", "1"],
+                                env={"DOCKER_HOST": f"tcp://127.0.0.1:{engine.port}"})
         wait_until(lambda: node_state(fed, node) == "Ready", timeout=30, what=f"{node} Ready")
         before = apply_worker(fed, tmp_path, 1, "3600", image=TINY_IMAGE)
 

@@ -152,6 +152,23 @@ def test_killed_agent_node_goes_lost_and_its_slots_move(make_federation, tmp_pat
                what="exactly one process per slot on the surviving nodes")
 
 
+def assert_healed(fed: LocalFederation, victim: str, stale: list[tuple[str, int, int, int]],
+                  pods: list[dict[str, Any]], marker: str, nodes: set[str], *,
+                  after: str) -> None:
+    """The node is back: Ready again, its superseded processes stopped, exactly one
+    process per slot, and the placement made while it was away unchanged."""
+    wait_until(lambda: node_state(fed, victim) == "Ready", timeout=40,
+               what=f"{victim} Ready again after {after}")
+    stale_pids = {pid for *_, pid in stale}
+    wait_until(lambda: not stale_pids & {pid for *_, pid in sleepers(marker)}, timeout=20,
+               what=f"the superseded processes on {victim} stopped")
+    wait_until(lambda: one_process_per_slot(marker, pods, nodes), timeout=10,
+               what="exactly one process per slot")
+    healed = all_running(fed, len(pods), timeout=10)
+    assert {(p["slot"], p["node"], p["generation"]) for p in healed} == {
+        (p["slot"], p["node"], p["generation"]) for p in pods}
+
+
 def test_hung_agent_is_replaced_and_its_stale_instances_stopped_on_resume(make_federation,
                                                                           tmp_path):
     fed = make_federation("process")
@@ -174,16 +191,7 @@ def test_hung_agent_is_replaced_and_its_stale_instances_stopped_on_resume(make_f
     assert times["suspect"] < 3 * REPORT_INTERVAL + 2
     assert times["scheduled"] < LOST_AFTER + 3 * REPORT_INTERVAL + 3
 
-    wait_until(lambda: node_state(fed, victim) == "Ready", timeout=20,
-               what=f"{victim} Ready again after SIGCONT")
-    stale_pids = {pid for *_, pid in stale}
-    wait_until(lambda: not stale_pids & {pid for *_, pid in sleepers(marker)}, timeout=15,
-               what="the superseded processes on the resumed node stopped")
-    wait_until(lambda: one_process_per_slot(marker, pods, set(nodes)), timeout=10,
-               what="exactly one process per slot on all nodes")
-    after = all_running(fed, 6, timeout=5)
-    assert {(p["slot"], p["node"], p["generation"]) for p in after} == {
-        (p["slot"], p["node"], p["generation"]) for p in pods}
+    assert_healed(fed, victim, stale, pods, marker, set(nodes), after="SIGCONT")
     assert len({slot for _, slot, _, _ in sleepers(marker)}) == 6
 
 
