@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError, RuntimeAdapterError
 from cloud_adapters.runtime import InstanceSpec, InstanceState, InstanceStatus, PortSpec, Runtime
@@ -119,8 +120,28 @@ class Agent:
 
     def _publish_event(self, event: wire.Event) -> None:
         assert self.bus is not None
-        self.bus.publish(self.topics.node(self.config.node, wire.NodeTopic.EVENTS),
-                         self._encode(wire.SCHEMA_EVENT, event))
+        topic = self.topics.node(self.config.node, wire.NodeTopic.EVENTS)
+        payload = self._encode(wire.SCHEMA_EVENT, event)
+        if event.type is not wire.EventType.INSTANCE:  # answers to a live controller
+            self.bus.publish(topic, payload)
+            return
+        # On disk until the broker has it: offline, paho's queue alone would lose it if
+        # the agent stopped before reconnecting.
+        row, dropped = self.state.queue_event(topic, payload, time.time())
+        if dropped:
+            log.warning("event outbox full: dropped the %d oldest undelivered event(s)",
+                        dropped)
+        self.bus.publish(topic, payload, on_acked=partial(self.state.event_sent, row))
+
+    def _forward_stored_events(self) -> None:
+        """Events an earlier run of this agent stored but never got to the broker: queued
+        first, oldest first, so they reach the controller before anything new."""
+        assert self.bus is not None
+        pending = self.state.pending_events()
+        for row, topic, payload in pending:
+            self.bus.publish(topic, payload, on_acked=partial(self.state.event_sent, row))
+        if pending:
+            log.info("forwarding %d instance event(s) stored before this start", len(pending))
 
     # -- main ------------------------------------------------------------------
 
@@ -147,6 +168,7 @@ class Agent:
         log.info("agent %s (site %s) starting: runtime %s, state in %s, %d slot(s) on disk, "
                  "devices %s", node, self.config.site, self.runtime.name, self.config.state_dir,
                  len(self.slots), ", ".join(f"{k}={n}" for k, n in self.devices.items()) or "none")
+        self._forward_stored_events()
         tasks = [
             asyncio.create_task(self.bus.run(self._on_connect), name="bus"),
             asyncio.create_task(self._handle_messages(), name="commands"),

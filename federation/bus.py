@@ -136,6 +136,7 @@ class Bus:
         self._misc: asyncio.Task[None] | None = None
         self._closing = False
         self._connack: asyncio.Future[None] | None = None
+        self._acked: dict[int, Callable[[], object]] = {}  # mid -> called on its PUBACK
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -148,6 +149,7 @@ class Bus:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
         self._client.on_socket_open = self._on_socket_open
         self._client.on_socket_close = self._on_socket_close
         self._client.on_socket_register_write = self._on_register_write
@@ -202,6 +204,14 @@ class Bus:
                 self._connack.set_exception(BrokerUnavailable(f"disconnected: {reason}"))
 
         self._in_loop(lost)
+
+    def _on_publish(self, _c: object, _u: object, mid: int, _reason: object, _p: object) -> None:
+        def settle() -> None:
+            done = self._acked.pop(mid, None)
+            if done is not None:
+                done()
+
+        self._in_loop(settle)
 
     def _on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
         self.messages.put_nowait(Incoming(msg.topic, bytes(msg.payload), bool(msg.retain)))
@@ -269,9 +279,16 @@ class Bus:
                 "broker unreachable (%s); attempt %d failed, next in %.1f s",
                 outcome, state.attempt_number, wait)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        """Queue a message. QoS 1 messages queued while disconnected go out on reconnect."""
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                on_acked: Callable[[], object] | None = None) -> None:
+        """Queue a message. QoS 1 messages queued while disconnected (before the first
+        connection too) go out on reconnect; ``on_acked`` runs on the loop when the
+        broker has acknowledged one (QoS 1 only)."""
+        if on_acked is not None and qos == 0:
+            raise ValueError("on_acked needs QoS 1: a QoS 0 message is never acknowledged")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if on_acked is not None:
+            self._acked[info.mid] = on_acked
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         self.subscriptions.append((topic, qos))

@@ -230,6 +230,39 @@ def test_reboot_without_broker_restores_replicas_from_disk(own_federation, tmp_p
     assert {p["slot"]: p["restarts"] for p in get_json("pods", fed.server)} == {0: 1, 1: 1}
 
 
+def test_a_crash_while_offline_reaches_the_controller_across_an_agent_restart(
+        own_federation, tmp_path):
+    """A replica crashes while the broker is down, and the agent restarts before the
+    broker is back: the crash was kept on the agent's disk, not only in its MQTT
+    client's memory, so the controller still learns of it."""
+    fed = own_federation()
+    node, _, _, running, _ = two_running_replicas(fed, tmp_path)
+
+    assert fed.broker is not None
+    fed.broker.stop()
+    victim = psutil.Process(running[0])
+    slot = int(victim.environ()["EDGEFED_SLOT"])
+    victim.kill()  # the program crashes; its wrapper records the exit status
+    wait_until(lambda: logged(fed, node, f"restarting worker/{slot}"), timeout=20,
+               what="the agent to restart the crashed replica")
+    fed.agents[node].kill()  # before the broker is back
+    fed.start_agent(node, "site-a", extra=REPORT)
+    wait_until(lambda: logged(fed, node, "instance event(s) stored before this start"),
+               timeout=15, what="the restarted agent to forward its stored events")
+
+    fed.start_broker()
+
+    def crash_events() -> list[str]:
+        events = json.loads(edgefed("describe", "deployment", "worker", "-o", "json",
+                                    server=fed.server).stdout)["events"]
+        return [e["message"] for e in events if e["kind"] == "InstanceExited"
+                and e["message"].startswith(f"worker/{slot} ")]
+
+    (crash,) = wait_until(crash_events, timeout=20, what="the offline crash as an event")
+    assert "(exit 137)" in crash, crash
+    running_pods(fed, 2)
+
+
 @pytest.mark.docker
 @pytest.mark.usefixtures("tiny_image")
 def test_docker_agent_restart_without_broker_keeps_its_containers(own_federation, tmp_path):

@@ -86,3 +86,35 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path
         for proc in brokers:
             proc.stop()
 
+
+
+def test_on_acked_runs_once_the_broker_has_a_message_queued_before_any_connection(
+        tmp_path: Path):
+    port = free_port()
+    brokers: list = []
+
+    async def main() -> None:
+        url = f"mqtt://127.0.0.1:{port}"
+        acked = asyncio.Event()
+        pub = Bus(url, client_id="early", max_backoff=0.5)
+        # No broker yet: the message waits in the client, and no acknowledgement runs.
+        pub.publish("early/1", b"first", on_acked=acked.set)
+        assert not acked.is_set()
+        task = asyncio.create_task(pub.run())
+        brokers.append(start_broker(tmp_path / "b", port=port)[0])
+        await asyncio.wait_for(acked.wait(), 20)
+        assert pub.connects == 1
+        try:
+            pub.publish("early/2", b"x", qos=0, on_acked=acked.set)
+        except ValueError as exc:
+            assert "QoS 1" in str(exc)
+        else:
+            raise AssertionError("on_acked with QoS 0 was accepted")
+        await pub.close()
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for proc in brokers:
+            proc.stop()
