@@ -195,8 +195,9 @@ def test_unreachable_upstream_resets_the_client(echo: Echo) -> None:
     gone.bind(("127.0.0.1", 0))
     port = gone.getsockname()[1]
     gone.close()  # nothing listens there now
-    with (FaultProxy(("127.0.0.1", port)) as proxy, connect(proxy) as conn,
-          pytest.raises(ConnectionResetError)):
+    # The reset can come so soon that connect() itself reports it (seen under load).
+    with (FaultProxy(("127.0.0.1", port)) as proxy, pytest.raises(ConnectionResetError),
+          connect(proxy) as conn):
         conn.sendall(b"x")
         if not conn.recv(1):
             raise ConnectionResetError("closed")
