@@ -99,7 +99,8 @@ class Controller:
         # Failover (federation.failover): the replacement rate limit (None: unlimited),
         # and for each slot a failover replacement moved, the node it left (keep-original).
         self.throttle = throttle
-        self.replaced_from: dict[SlotKey, str] = {}
+        # Stored, so a controller restart while the node is away still keeps the original.
+        self.replaced_from: dict[SlotKey, str] = self.store.load_replaced_from()
         self._deferred = 0
         # Paced rollouts (federation.rollout), stored so a restart resumes them; and when
         # each instance (node, deployment, slot, generation) was first seen running.
@@ -390,7 +391,7 @@ class Controller:
             elif isinstance(action, Reclaim):
                 self._reclaim(action, now)
             elif isinstance(action, Forget):
-                self.replaced_from.pop((action.deployment, action.index), None)
+                self.replaced_from.pop((action.deployment, action.index), None)  # stored: below
                 self.slots.pop((action.deployment, action.index), None)
                 self.store.forget_slot(action.deployment, action.index)
             elif isinstance(action, Purge):
@@ -426,6 +427,17 @@ class Controller:
         if self.throttle is not None and unplaced:
             self.throttle = self.throttle.give_back(unplaced)
 
+    def _replaced(self, key: SlotKey, from_node: str | None) -> None:
+        """A failover replacement moved the slot away from ``from_node`` (keep-original
+        may bring it back there); None: the slot is placed for any other reason."""
+        if self.replaced_from.get(key) == from_node:
+            return
+        if from_node is None:
+            del self.replaced_from[key]
+        else:
+            self.replaced_from[key] = from_node
+        self.store.set_replaced_from(key, from_node)
+
     def _reclaim(self, action: Reclaim, now: float) -> None:
         """keep-original: the slot runs on its original node again, at a generation above
         the replacement's; the next pass stops the replacement as superseded."""
@@ -438,7 +450,7 @@ class Controller:
                        revision=action.revision, assigned_at=now,
                        template=self.deployments[current.deployment].template)
         self.slots[slot.key] = slot
-        self.replaced_from.pop(slot.key, None)
+        self._replaced(slot.key, None)
         self.store.save_slot(slot)
         self.store.record_event(now, "KeptOriginal", f"{slot.name} generation {generation} -> "
                                 f"{action.node}: {action.reason}", deployment=slot.deployment,
@@ -492,10 +504,7 @@ class Controller:
                               node=decision.node,
                               assigned_at=now, explanation=expl)
             self.slots[slot.key] = slot
-            if p.failover and p.slot.node is not None:
-                self.replaced_from[slot.key] = p.slot.node
-            else:
-                self.replaced_from.pop(slot.key, None)
+            self._replaced(slot.key, p.slot.node if p.failover else None)
             self.store.save_slot(slot)
             self.store.record_event(now, "Scheduled", f"{slot.name} generation {generation} -> "
                                     f"{decision.node} ({p.reason}): {expl['message']}",

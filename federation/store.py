@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER NOT NULL,
     PRIMARY KEY (deployment, idx)
 );
+CREATE TABLE IF NOT EXISTS replacements (
+    deployment TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    from_node TEXT NOT NULL,
+    PRIMARY KEY (deployment, idx)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -163,6 +169,7 @@ class Store:
             self.db.execute("DELETE FROM generations WHERE deployment = ?", (name,))
             self.db.execute("DELETE FROM revisions WHERE name = ?", (name,))
             self.db.execute("DELETE FROM rollouts WHERE deployment = ?", (name,))
+            self.db.execute("DELETE FROM replacements WHERE deployment = ?", (name,))
 
     # -- placement policies ----------------------------------------------------
 
@@ -241,7 +248,27 @@ class Store:
             )
 
     def forget_slot(self, deployment: str, idx: int) -> None:
-        self.db.execute("DELETE FROM slots WHERE deployment = ? AND idx = ?", (deployment, idx))
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM slots WHERE deployment = ? AND idx = ?",
+                            (deployment, idx))
+            self.db.execute("DELETE FROM replacements WHERE deployment = ? AND idx = ?",
+                            (deployment, idx))
+
+    # -- failover replacements (keep-original) ---------------------------------
+
+    def load_replaced_from(self) -> dict[SlotKey, str]:
+        """For each slot a failover replacement moved: the node it left."""
+        return {(dep, idx): node for dep, idx, node in
+                self.db.execute("SELECT deployment, idx, from_node FROM replacements")}
+
+    def set_replaced_from(self, key: SlotKey, node: str | None) -> None:
+        """Remember (or, with None, forget) the node a failover moved the slot from."""
+        if node is None:
+            self.db.execute("DELETE FROM replacements WHERE deployment = ? AND idx = ?", key)
+        else:
+            self.db.execute("INSERT OR REPLACE INTO replacements (deployment, idx, from_node)"
+                            " VALUES (?, ?, ?)", (*key, node))
 
     # -- rollouts --------------------------------------------------------------
 

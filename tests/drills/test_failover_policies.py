@@ -262,10 +262,14 @@ def test_singleton_replaced_at_once_when_an_operator_confirms_the_node_lost(
 # -- keep-original ----------------------------------------------------------------------
 
 
-def test_keep_original_keeps_the_returning_nodes_instance(make_federation, proxies, tmp_path):
+@pytest.mark.parametrize("controller_restarts", [False, True],
+                         ids=["", "controller-restarted-meanwhile"])
+def test_keep_original_keeps_the_returning_nodes_instance(make_federation, proxies, tmp_path,
+                                                          controller_restarts):
     fed = make_federation("process")
     links = proxies(fed)
-    nodes = start(fed, ["--lost-after", "10"], SINGLETON_INTERVAL, links)
+    controller = ["--lost-after", "10"]
+    nodes = start(fed, controller, SINGLETON_INTERVAL, links)
     marker = str(random.randint(10**6, 10**7))
     first = apply(fed, tmp_path, "cache", marker, "    grace: 2s\n    onReconnect: keep-original")
     victim = first["node"]
@@ -274,6 +278,10 @@ def test_keep_original_keeps_the_returning_nodes_instance(make_federation, proxi
     links[victim[0]].set(blackhole=True)
     wait_until(lambda: live(marker) == sorted([(victim, 1), (other, 2)]), timeout=20,
                what="the replacement running while the cut-off original runs on")
+    if controller_restarts:  # where the slot came from is on the controller's disk
+        assert fed.controller is not None
+        fed.controller.stop()
+        fed.start_controller(*controller)
     # Not a singleton: the cut-off agent keeps it running, and no stop is queued for it.
     links[victim[0]].reset()
     links[victim[0]].clear()
