@@ -191,10 +191,11 @@ class LocalFederation:
         return self.controller
 
     def start_agent(self, node: str, site: str, *, labels: str = "", extra: Sequence[str] = (),
-                    env: Mapping[str, str] | None = None) -> Proc:
-        """An agent process; ``env`` adds to its environment (e.g. DOCKER_HOST)."""
+                    env: Mapping[str, str] | None = None, broker: str | None = None) -> Proc:
+        """An agent process; ``env`` adds to its environment (e.g. DOCKER_HOST),
+        ``broker`` is where it connects instead of the broker (e.g. a fault proxy)."""
         argv = edgefed_argv(
-            "agent", "--broker", self.broker_url, "--site", site, "--node", node,
+            "agent", "--broker", broker or self.broker_url, "--site", site, "--node", node,
             "--runtime", self.runtime, "--state-dir", str(self.workdir / "agents" / node),
         )
         if labels:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from federation.drill.faults import FaultProxy
-from federation.localfed import LocalFederation, Proc, edgefed_argv
+from federation.localfed import LocalFederation
 from tests.drills.test_node_failures import api, node_state, sleepers
 from tests.support import edgefed, wait_until
 
@@ -83,13 +83,7 @@ def start(fed: LocalFederation, controller: list[str], interval: float,
 def start_agent_via(fed: LocalFederation, link: FaultProxy, node: str, site: str,
                     extra: list[str]) -> None:
     """fed.start_agent, with the agent reaching the broker through ``link`` only."""
-    argv = edgefed_argv("agent", "--broker", f"mqtt://127.0.0.1:{link.port}", "--site", site,
-                        "--node", node, "--runtime", fed.runtime,
-                        "--state-dir", str(fed.workdir / "agents" / node), *extra)
-    for label in fed.container_labels:
-        argv += ["--container-label", label]
-    fed.agents[node] = Proc(f"agent {node}", argv, fed.workdir / f"agent-{node}.log",
-                            fed.env()).start()
+    fed.start_agent(node, site, extra=extra, broker=f"mqtt://127.0.0.1:{link.port}")
 
 
 def apply(fed: LocalFederation, tmp_path: Path, name: str, marker: str, failover: str
