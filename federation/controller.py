@@ -48,7 +48,7 @@ from federation.reconcile import (
     reconcile,
 )
 from federation.rollout import Replica, RolloutState
-from federation.store import Store
+from federation.store import EVENTS_KEPT, Store
 from policies.errors import PolicyError
 from policies.merge import effective_deployment
 from policies.model import Deployment, PlacementPolicy, deployment_from_document
@@ -70,10 +70,11 @@ class Inflight:
 
 class Controller:
     def __init__(self, *, broker: str, db: Path, topic_root: str = wire.DEFAULT_ROOT,
-                 liveness: Liveness | None = None, throttle: Throttle | None = None) -> None:
+                 liveness: Liveness | None = None, throttle: Throttle | None = None,
+                 events_kept: int = EVENTS_KEPT) -> None:
         self.broker_url = broker
         self.topics = wire.Topics(topic_root)
-        self.store = Store(db)
+        self.store = Store(db, events_kept=events_kept)
         self.inventory = Inventory(liveness=liveness or Liveness())
         self.latency = RttMatrix()  # measured RTTs + Vivaldi estimates, fed by capacity reports
         loaded = self.store.load_desired()
@@ -824,8 +825,13 @@ def main(argv: list[str] | None = None) -> int:
                         "the rest wait for a later pass; 0: no limit (default 20)")
     parser.add_argument("--replacement-burst", type=float, default=40.0,
                         help="failover replacements that may start at once (default 40)")
+    parser.add_argument("--events-kept", type=int, default=EVENTS_KEPT, metavar="N",
+                        help="events kept in the database, the newest; older ones are deleted "
+                        f"as new ones come (default {EVENTS_KEPT:,})")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if args.events_kept < 1:
+        parser.error("--events-kept must be at least 1")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
@@ -853,7 +859,8 @@ def main(argv: list[str] | None = None) -> int:
                                 throttle=Throttle(rate=args.max_replacements_per_second,
                                                   burst=args.replacement_burst,
                                                   tokens=args.replacement_burst)
-                                if args.max_replacements_per_second > 0 else None)
+                                if args.max_replacements_per_second > 0 else None,
+                                events_kept=args.events_kept)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

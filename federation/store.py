@@ -95,8 +95,16 @@ CREATE TABLE IF NOT EXISTS placement_policies (
 """
 
 
+# Events kept in the store at most (the newest); the rest are deleted as new ones come,
+# so a controller running for months on a small disk stays bounded (~200 bytes each).
+EVENTS_KEPT = 100_000
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, events_kept: int = EVENTS_KEPT) -> None:
+        if events_kept < 1:
+            raise ValueError(f"events_kept must be at least 1, not {events_kept}")
+        self.events_kept = events_kept
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None)
@@ -297,10 +305,14 @@ class Store:
 
     def record_event(self, at: float, kind: str, message: str, *, deployment: str | None = None,
                      slot: int | None = None, node: str | None = None) -> None:
-        self.db.execute(
+        row = self.db.execute(
             "INSERT INTO events (at, kind, deployment, slot, node, message) VALUES (?, ?, ?, ?, ?, ?)",
             (at, kind, deployment, slot, node, message),
-        )
+        ).lastrowid
+        # Ids only grow: every tenth of the bound, delete all but the newest events_kept
+        # (so the table holds at most 1.1 times that many).
+        if row is not None and row % max(1, self.events_kept // 10) == 0:
+            self.db.execute("DELETE FROM events WHERE id <= ?", (row - self.events_kept,))
 
     def events(self, deployment: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         if deployment is None:
