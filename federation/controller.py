@@ -392,7 +392,8 @@ class Controller:
             elif isinstance(action, Reclaim):
                 self._reclaim(action, now)
             elif isinstance(action, Forget):
-                self.replaced_from.pop((action.deployment, action.index), None)  # stored: below
+                # forget_slot drops its stored row too
+                self.replaced_from.pop((action.deployment, action.index), None)
                 self.slots.pop((action.deployment, action.index), None)
                 self.store.forget_slot(action.deployment, action.index)
             elif isinstance(action, Purge):

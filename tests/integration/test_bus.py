@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from federation.bus import BadBrokerURL, Bus, Will, parse_brokers
 from federation.localfed import free_port, start_broker
@@ -23,6 +27,30 @@ def test_parse_brokers_accepts_a_list_and_refuses_bad_urls():
             assert reason in str(exc)
         else:
             raise AssertionError(f"{bad!r} was accepted")
+
+
+class PortBroker:
+    """A broker on a fixed port that a test stops and starts again (a restart)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.started: list[Any] = []
+
+    def start(self) -> None:
+        self.started.append(start_broker(self.directory, port=self.port)[0])
+
+    def stop(self) -> None:
+        self.started[-1].stop()
+
+
+@pytest.fixture
+def port_broker(tmp_path: Path) -> Iterator[PortBroker]:
+    """Not started yet; every broker it started is stopped at the end."""
+    broker = PortBroker(tmp_path / "b")
+    yield broker
+    for proc in broker.started:
+        proc.stop()
 
 
 async def _next(bus: Bus, within: float = 10) -> tuple[str, bytes]:
@@ -51,12 +79,11 @@ def test_last_will_is_published_when_a_client_vanishes(broker):
     asyncio.run(main())
 
 
-def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path):
-    port = free_port()
-    brokers = [start_broker(tmp_path / "b", port=port)[0]]
+def test_reconnects_after_broker_restart_and_delivers_queued_qos1(port_broker: PortBroker):
+    port_broker.start()
 
     async def main() -> None:
-        url = f"mqtt://127.0.0.1:{port}"
+        url = f"mqtt://127.0.0.1:{port_broker.port}"
         sub = Bus(url, client_id="sub", subscriptions=[("q/#", 1)], max_backoff=0.5)
         pub = Bus(url, client_id="pub", max_backoff=0.5)
         tasks = [asyncio.create_task(sub.run()), asyncio.create_task(pub.run())]
@@ -64,10 +91,10 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path
         pub.publish("q/1", b"before")
         assert await _next(sub) == ("q/1", b"before")
 
-        brokers[0].stop()
+        port_broker.stop()
         await asyncio.wait_for(asyncio.gather(pub.lost.wait(), sub.lost.wait()), 10)
         pub.publish("q/2", b"during the outage")  # queued by the client, sent on reconnect
-        brokers.append(start_broker(tmp_path / "b", port=port)[0])
+        port_broker.start()
         # QoS 1 is at-least-once: "before" may come again if its
         # acknowledgement was still in flight when the broker stopped.
         got = await _next(sub, within=20)
@@ -80,28 +107,22 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(tmp_path: Path
         for task in tasks:
             task.cancel()
 
-    try:
-        asyncio.run(main())
-    finally:
-        for proc in brokers:
-            proc.stop()
+    asyncio.run(main())
 
 
 
 def test_on_acked_runs_once_the_broker_has_a_message_queued_before_any_connection(
-        tmp_path: Path):
-    port = free_port()
-    brokers: list = []
+        port_broker: PortBroker):
 
     async def main() -> None:
-        url = f"mqtt://127.0.0.1:{port}"
+        url = f"mqtt://127.0.0.1:{port_broker.port}"
         acked = asyncio.Event()
         pub = Bus(url, client_id="early", max_backoff=0.5)
         # No broker yet: the message waits in the client, and no acknowledgement runs.
         pub.publish("early/1", b"first", on_acked=acked.set)
         assert not acked.is_set()
         task = asyncio.create_task(pub.run())
-        brokers.append(start_broker(tmp_path / "b", port=port)[0])
+        port_broker.start()
         await asyncio.wait_for(acked.wait(), 20)
         assert pub.connects == 1
         try:
@@ -113,8 +134,4 @@ def test_on_acked_runs_once_the_broker_has_a_message_queued_before_any_connectio
         await pub.close()
         task.cancel()
 
-    try:
-        asyncio.run(main())
-    finally:
-        for proc in brokers:
-            proc.stop()
+    asyncio.run(main())
