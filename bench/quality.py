@@ -12,9 +12,11 @@ all, each with 1-4 user groups at random sites (shares summing to 1), some
 with residency (two allowed countries) and most with an anti-affinity rule
 (maxPerNode 1, maxPerSite 1 or a required anti-affinity term on the node).
 
-Every strategy places the same replicas one at a time through the real
-scheduler (``federation.scheduler.place`` with ``Request.strategy``), on a
-fresh ``Round`` whose RTT source is the instance's site matrix;
+Every strategy places the same replicas one at a time through the
+controller's pass (``federation.planning.decide`` with ``Request.strategy``:
+``place`` per replica, and for two-phase the room-making of
+``federation.scheduling.repair`` when a replica fits nowhere), on a fresh
+``Round`` whose RTT source is the instance's site matrix;
 ``place-optimal`` is the batch through ``federation.optimal.place_optimal``
 (the optimal strategy end to end: its gap must be 0). The optimum
 comes from ``federation.optimal.solve`` on ``problem_from_round`` of that
@@ -50,6 +52,7 @@ from numpy.typing import NDArray
 
 from federation import optimal, wire
 from federation.inventory import Node, NodeState
+from federation.planning import decide
 from federation.scheduler import (
     DEFAULT_WEIGHTS,
     Apart,
@@ -57,7 +60,6 @@ from federation.scheduler import (
     Round,
     Scope,
     Users,
-    place,
 )
 from policies.model import Selector
 
@@ -182,7 +184,8 @@ def run_strategy(inst: Instance, strategy: str, time_limit: float) -> optimal.As
         placed = optimal.place_optimal(inst.requests, rnd, time_limit=time_limit)
         decisions = [p.decision for p in placed]
     else:
-        decisions = [place(replace(req, strategy=strategy), rnd) for req in inst.requests]
+        decided = decide([replace(req, strategy=strategy) for req in inst.requests], rnd)
+        decisions = [d.decision for d in decided]
     return tuple(rnd.index[d.node] if d.node is not None else None for d in decisions)
 
 

@@ -29,6 +29,8 @@ from federation.scheduler import (
     Spread,
     Usage,
     Users,
+    make_room,
+    moved_note,
     place,
     refusals,
 )
@@ -107,23 +109,41 @@ class Decided:
 def decide(requests: Sequence[Request], rnd: Round) -> list[Decided]:
     """Place ``requests`` in order, reserving each in ``rnd``. The replicas of a
     deployment with ``strategy: optimal`` are solved together, as one batch at the
-    position of the first of them; every other replica is placed on its own."""
+    position of the first of them; every other replica is placed on its own. A
+    two-phase replica that fits nowhere may have room made for it by moving
+    replicas placed one at a time earlier in the pass (``scheduling.repair``); a
+    deployment for which that fails once is not tried again in the pass."""
     batches: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
         if req.strategy == "optimal" and _optimal_available():
             batches.setdefault(req.deployment, []).append(i)
     out: dict[int, Decided] = {}
+    movable: list[int] = []  # placed one at a time in this pass
+    cornered: set[str] = set()
     for i, req in enumerate(requests):
         if i in out:
             continue
         batch = batches.get(req.deployment) if req.strategy == "optimal" else None
-        if not batch:
-            out[i] = Decided(place(req, rnd))
-            continue
-        from federation.optimal import place_optimal  # scipy: imported only when asked for
+        if batch:
+            from federation.optimal import place_optimal  # scipy: imported only when asked
 
-        placed = place_optimal([requests[j] for j in batch], rnd, time_limit=OPTIMAL_TIME_LIMIT)
-        out.update((j, Decided(p.decision, p.note)) for j, p in zip(batch, placed, strict=True))
+            placed = place_optimal([requests[j] for j in batch], rnd,
+                                   time_limit=OPTIMAL_TIME_LIMIT)
+            out.update((j, Decided(p.decision, p.note)) for j, p in zip(batch, placed,
+                                                                        strict=True))
+            continue
+        out[i] = Decided(place(req, rnd))
+        if out[i].decision.node is None and req.strategy == "two-phase" and \
+                req.deployment not in cornered:
+            room = make_room(req, [(j, out[j].decision) for j in movable], rnd)
+            if room is None:
+                cornered.add(req.deployment)
+            else:
+                out[i] = Decided(room.decision, room.note)
+                out.update((m.position, Decided(m.decision, moved_note(m, req)))
+                           for m in room.moved)
+        if out[i].decision.node is not None:
+            movable.append(i)
     return [out[i] for i in range(len(requests))]
 
 

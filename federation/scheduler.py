@@ -24,6 +24,7 @@ from federation.scheduling.filters import (
 )
 from federation.scheduling.place import STRATEGIES, feasible, place, tie_keys
 from federation.scheduling.refusal import Refusal
+from federation.scheduling.repair import Room, make_room, moved_note
 from federation.scheduling.request import (
     Apart,
     Decision,
@@ -58,6 +59,7 @@ __all__ = [
     "Refusal",
     "Rejection",
     "Request",
+    "Room",
     "Round",
     "RttSource",
     "Scope",
@@ -69,6 +71,8 @@ __all__ = [
     "describe_selector",
     "evaluate",
     "feasible",
+    "make_room",
+    "moved_note",
     "place",
     "refusals",
     "tie_keys",

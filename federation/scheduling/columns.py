@@ -372,6 +372,47 @@ class Round:
                 if cell < size:  # the unlabelled bucket's score stays 0
                     scores[cell] = 100.0 / (1.0 + replicas)
 
+    def unreserve(self, request: Request, node: str) -> None:
+        """Give back what :meth:`reserve` held for ``request`` on ``node``: every
+        column, count and kept score is as if it had never been reserved."""
+        held = self.reserved[node].minus(request)
+        if held.cpu_millis or held.memory_bytes or held.disk_bytes or held.devices or \
+                held.host_ports:
+            self.reserved[node] = held
+        else:
+            del self.reserved[node]
+        placed = self.placed[request.deployment]
+        placed[node] -= 1
+        if placed[node] <= 0:
+            del placed[node]
+            if not placed:
+                del self.placed[request.deployment]
+        i = self.index[node]
+        self._give(i, request)
+        self.touched.append(i)
+        counts = self._counts.get(request.deployment)
+        if counts is not None:
+            counts.node[i] -= 1
+            for index, size, per_domain, scores in counts.cells:
+                cell = int(index[i])
+                replicas = int(per_domain[cell]) - 1
+                per_domain[cell] = replicas
+                if cell < size:
+                    scores[cell] = 100.0 / (1.0 + replicas)
+
+    def _give(self, i: int, request: Request) -> None:
+        self.free_cpu[i] += request.cpu_millis
+        self.free_mem[i] += request.memory_bytes
+        self.used_cpu[i] -= request.cpu_millis
+        self.used_mem[i] -= request.memory_bytes
+        self.room[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_mem[i]
+        self.free_disk[i] += request.disk_bytes
+        for kind, count in request.devices.items():
+            self._device(kind)[i] += count
+        committed = self.committed.get(self.node_names[i], _EMPTY).host_ports
+        for port in request.host_ports:
+            self._port(port)[i] = port in committed
+
     def free(self, node: Node) -> tuple[int, int]:
         i = self.index[node.name]
         return int(self.free_cpu[i]), int(self.free_mem[i])

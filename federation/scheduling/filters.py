@@ -427,6 +427,11 @@ def _static(req: Request, rnd: Round) -> tuple[dict[str, list[Refusal]], Bools, 
     return result
 
 
+def static_fits(req: Request, rnd: Round) -> Bools:
+    """The nodes that pass the static filters (what no reservation can change)."""
+    return _static(req, rnd)[1]
+
+
 _DYNAMIC = [p for p in _PLUGINS if not p.static]
 
 

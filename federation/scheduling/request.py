@@ -231,3 +231,15 @@ class Usage:
                      memory_bytes=self.memory_bytes + req.memory_bytes,
                      host_ports=self.host_ports | frozenset(req.host_ports), devices=devices,
                      disk_bytes=self.disk_bytes + req.disk_bytes)
+
+    def minus(self, req: Request) -> Usage:
+        """This usage with ``req``'s requests taken out again (a host port is held by
+        one replica per node: the host-port filter sees to that)."""
+        devices = dict(self.devices)
+        for kind, count in req.devices.items():
+            devices[kind] = devices.get(kind, 0) - count
+        return Usage(cpu_millis=self.cpu_millis - req.cpu_millis,
+                     memory_bytes=self.memory_bytes - req.memory_bytes,
+                     host_ports=self.host_ports - frozenset(req.host_ports),
+                     devices={k: v for k, v in devices.items() if v},
+                     disk_bytes=self.disk_bytes - req.disk_bytes)

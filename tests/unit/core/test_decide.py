@@ -1,14 +1,18 @@
 """``strategy: optimal`` deployments are placed as one batch by the exact solver,
-in the controller's pass and in dry runs alike; everything else one at a time."""
+in the controller's pass and in dry runs alike; everything else one at a time,
+with room made for a replica that fits nowhere by moving replicas placed earlier
+in the pass."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
 
+from federation.inventory import Node
 from federation.planning import decide, dry_run, new_round, request_for
-from policies.model import Deployment, Placement
-from tests.unit.core.test_planning import node, spec, specs
+from federation.scheduler import Scope, place
+from policies.model import Deployment, Placement, Port, Selector, SpreadConstraint
+from tests.unit.core.test_planning import GiB, node, spec, specs
 
 
 def _optimal(name: str, replicas: int) -> Deployment:
@@ -68,3 +72,69 @@ def test_a_disk_request_goes_only_where_the_disk_is_free() -> None:
     assert plan[0].node == "roomy"
     assert plan[1].node is None
     assert "insufficient disk (need 2Gi, most free 1Gi)" in plan[1].message
+
+
+# -- making room -------------------------------------------------------------------------
+
+
+def _cornered() -> tuple[list[Node], Deployment, Deployment]:
+    """``web`` goes anywhere and lands first on the roomier ``big``; ``db`` may only
+    run on ``big`` and needs what ``web`` took there."""
+    nodes = [node("big", cpu=3000), node("small", site="s2", cpu=2000)]
+    web = spec("web", replicas=1, cpu=1500, memory=256 * 1024**2)
+    db = replace(spec("db", replicas=1, cpu=2000, memory=256 * 1024**2),
+                 placement=Placement(node_selector=Selector(match_labels={"disk": "ssd"})))
+    nodes[0] = replace(nodes[0], capacity=replace(nodes[0].capacity, labels={"disk": "ssd"}))
+    return nodes, web, db
+
+
+def test_a_replica_that_fits_nowhere_gets_room_by_moving_one_placed_earlier() -> None:
+    nodes, web, db = _cornered()
+    rnd = new_round(nodes, [], specs(web, db))
+    first = place(request_for(web, 0, 1), new_round(nodes, [], specs(web, db)))
+    assert first.node == "big"  # the corner: alone, web takes the node db needs
+    decided = decide([request_for(web, 0, 1), request_for(db, 0, 1)], rnd)
+    assert [d.decision.node for d in decided] == ["small", "big"]
+    assert decided[0].message.startswith("moved from big to make room for db/0; ")
+    assert decided[1].message.startswith("room made on big by moving web/0 to small; ")
+    assert rnd.free(rnd.by_name["big"]) == (1000, 4 * GiB - 256 * 1024**2)
+    assert rnd.free(rnd.by_name["small"]) == (500, 4 * GiB - 256 * 1024**2)
+
+
+def test_when_no_move_helps_the_pass_is_left_exactly_as_it_was() -> None:
+    nodes, web, db = _cornered()
+    nodes[1] = replace(nodes[1], capacity=replace(nodes[1].capacity, allocatable=replace(
+        nodes[1].capacity.allocatable, cpu_millis=1000)))  # web fits only on big
+    rnd = new_round(nodes, [], specs(web, db))
+    before = (rnd.free_cpu.copy(), rnd.free_mem.copy(), rnd.room.copy())
+    decided = decide([request_for(web, 0, 1), request_for(db, 0, 1)], rnd)
+    assert [d.decision.node for d in decided] == ["big", None]
+    assert decided[1].message.startswith("0/2 nodes fit: ")
+    assert rnd.free_cpu.tolist() == [before[0][0] - 1500, before[0][1]]
+    assert rnd.room[1] == before[2][1]
+    assert rnd.placed == {"web": Counter({"big": 1})}
+
+
+def test_unreserve_is_the_exact_inverse_of_reserve() -> None:
+    nodes = [node("n1", cpu=4000), node("n2", site="s2", cpu=2000)]
+    web = replace(spec("web", replicas=2, cpu=300, ports=(Port(container_port=80,
+                                                                host_port=8080),)),
+                  placement=Placement(spread=(SpreadConstraint(scope=Scope.SITE,
+                                                               max_skew=1),)))
+    rnd = new_round(nodes, [], specs(web))
+    req = request_for(web, 0, 1)
+    first = place(req, rnd)
+    assert first.node is not None
+    columns = (rnd.free_cpu.copy(), rnd.used_mem.copy(), rnd.room.copy(),
+               rnd.counts("web").node.copy(), rnd.ports[8080].copy())
+    again = place(request_for(web, 1, 1), rnd)
+    assert again.node is not None and again.node != first.node
+    rnd.unreserve(again.request, again.node)
+    assert rnd.free_cpu.tolist() == columns[0].tolist()
+    assert rnd.used_mem.tolist() == columns[1].tolist()
+    assert rnd.room.tolist() == columns[2].tolist()
+    assert rnd.counts("web").node.tolist() == columns[3].tolist()
+    assert rnd.ports[8080].tolist() == columns[4].tolist()
+    assert rnd.placed["web"] == Counter({first.node: 1})
+    # The same replica decides the same way as before it was taken back.
+    assert place(request_for(web, 1, 1), rnd).node == again.node
