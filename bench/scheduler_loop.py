@@ -217,6 +217,7 @@ def _scores(req: Request, node: Node, rnd: LoopRound, ctx: dict[str, Any]) -> di
     if alloc.memory_bytes > 0:
         parts.append((free_mem - req.memory_bytes) / alloc.memory_bytes)
     out["least-allocated"] = 100.0 * max(0.0, sum(parts) / len(parts)) if parts else 0.0
+    out["headroom"] = 100.0 * max(0.0, min(parts)) if len(parts) == 2 else 0.0
     levels, total = 1, 100.0 / (1 + rnd.count(req.deployment, node, Scope.SITE))
     for scope in (Scope.REGION, Scope.PROVIDER):
         if labels.get(scope.value) is not None:

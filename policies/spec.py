@@ -30,9 +30,9 @@ LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 
 STRATEGIES = ("two-phase", "random", "round-robin", "least-load", "optimal")
 # The scheduler's score plugins, by the names a policy weights them with.
-SCORE_NAMES = ("least-allocated", "spread-sites", "spread-nodes", "stay-put", "user-rtt",
-               "data-locality", "image-locality", "balanced", "topology-spread", "affinity",
-               "cost", "prefer-no-schedule")
+SCORE_NAMES = ("least-allocated", "headroom", "spread-sites", "spread-nodes", "stay-put",
+               "user-rtt", "data-locality", "image-locality", "balanced", "topology-spread",
+               "affinity", "cost", "prefer-no-schedule")
 # The node and site labels residency rules are checked against.
 COUNTRY_LABEL = "country"
 REGION_LABEL = "region"

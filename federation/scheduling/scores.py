@@ -156,6 +156,21 @@ def least_allocated(req: Request, rnd: Round) -> Floats:
     return _kept(rnd, ("least-allocated", key), formula)
 
 
+def headroom(req: Request, rnd: Round) -> Floats:
+    """What stays free after the replica in the scarcer of cpu and memory, as a
+    share of allocatable: a node left with 2% of its memory scores 2 however
+    much cpu it has (the peak utilisation is what overloads a node); 0 where a
+    dimension has no capacity."""
+    cpu, mem, both = _capacity(rnd)
+
+    def formula(rows: Rows) -> Floats:
+        free_cpu = (rnd.free_cpu[rows] - req.cpu_millis) / cpu[rows]
+        free_mem = (rnd.free_mem[rows] - req.memory_bytes) / mem[rows]
+        share = np.maximum(np.minimum(free_cpu, free_mem), 0.0)
+        return np.where(both[rows], 100.0 * share, 0.0)
+    return _kept(rnd, ("headroom", req.cpu_millis, req.memory_bytes), formula)
+
+
 def balanced(req: Request, rnd: Round) -> Floats:
     """cpu and memory used in the same proportion after the replica (no node left
     with memory but no cpu); 0 where a dimension has no capacity."""
@@ -302,6 +317,7 @@ def _always(req: Request, rnd: Round) -> bool:
 
 _PLUGINS = [
     ScorePlugin("least-allocated", least_allocated, _always, False, local=True),
+    ScorePlugin("headroom", headroom, _always, False, local=True),
     ScorePlugin("spread-sites", spread_sites, _always, False),
     ScorePlugin("spread-nodes", spread_nodes, _always, False, local=True),
     ScorePlugin("stay-put", stay_put, lambda req, rnd: req.current_node is not None, False),
@@ -321,14 +337,16 @@ _PLUGINS = [
 SCORES: dict[str, ScorePlugin] = {p.name: p for p in _PLUGINS}
 # Weights when the policy names none. User RTT dominates whenever a deployment
 # declares users: among the nodes that fit, being near the users matters more than
-# spreading or packing. Least-allocated and balanced keep the busiest node's
-# utilisation low (bench/quality.py: within 2.2% of the optimum on average, 9.8% at
-# p95, seed 1); spreading over nodes is left to least-allocated, and spreading over
-# sites is a gentle nudge, since it pulls replicas away from their users.
+# spreading or packing. Least-allocated, headroom and balanced keep the busiest
+# node's utilisation low (bench/quality.py, 60 instances per seed: within 1.5-2.4%
+# of the optimum on average and 5.6-8.4% at p95 over seeds 1-5; docs/scheduling.md);
+# spreading over nodes is left to least-allocated, and spreading over sites is a
+# gentle nudge, since it pulls replicas away from their users.
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "least-allocated": 5.0, "spread-sites": 1.0, "spread-nodes": 0.0, "stay-put": 10.0,
-    "user-rtt": 20.0, "data-locality": 5.0, "image-locality": 1.0, "balanced": 2.0,
-    "topology-spread": 2.0, "affinity": 2.0, "cost": 1.0, "prefer-no-schedule": 3.0,
+    "least-allocated": 4.0, "headroom": 2.0, "spread-sites": 1.0, "spread-nodes": 0.0,
+    "stay-put": 10.0, "user-rtt": 20.0, "data-locality": 5.0, "image-locality": 1.0,
+    "balanced": 2.0, "topology-spread": 2.0, "affinity": 2.0, "cost": 1.0,
+    "prefer-no-schedule": 3.0,
 }
 
 

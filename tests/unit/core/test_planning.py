@@ -161,17 +161,17 @@ def test_dry_run_keeps_placed_slots_and_places_the_rest() -> None:
     plan = dry_run(web, three_sites(), slots(placed(0, "n1", generation=4)), specs(web))
     assert plan == [
         PlannedSlot(slot=0, node="n1", site="s1", change=Change.STAYS, message="stays on n1"),
-        # n3: least-allocated avg(3000/4000, 3Gi/4Gi) = 75, balanced 100
-        #     -> (5*75 + 100 + 2*100) / 8 = 84.375
-        # n1 holds slot 0 on twice the room: least-allocated 75, spread-sites 50 -> 78.125
-        # n2: avg(2000/4000, 2Gi/4Gi) = 50 -> 68.75
+        # n3: least-allocated avg(3000/4000, 3Gi/4Gi) = 75, headroom 75, balanced 100
+        #     -> (4*75 + 2*75 + 100 + 2*100) / 9 = 83.3
+        # n1 holds slot 0 on twice the room: 75, 75, spread-sites 50 -> 77.8
+        # n2: avg(2000/4000, 2Gi/4Gi) = 50, headroom 50 -> 66.7
         PlannedSlot(slot=1, node="n3", site="s3", change=Change.NEW, message=(
-            "3/3 nodes fit; chose n3 (site s3) score 84.4 (least-allocated 75, spread-sites 100, "
-            "balanced 100); runner-up n1 78.1")),
-        # n3 now holds slot 1: least-allocated 50, spread-sites 50 -> 62.5
+            "3/3 nodes fit; chose n3 (site s3) score 83.3 (least-allocated 75, headroom 75, "
+            "spread-sites 100, balanced 100); runner-up n1 77.8")),
+        # n3 now holds slot 1: least-allocated 50, headroom 50, spread-sites 50 -> 61.1
         PlannedSlot(slot=2, node="n1", site="s1", change=Change.NEW, message=(
-            "3/3 nodes fit; chose n1 (site s1) score 78.1 (least-allocated 75, spread-sites 50, "
-            "balanced 100); runner-up n2 68.8")),
+            "3/3 nodes fit; chose n1 (site s1) score 77.8 (least-allocated 75, headroom 75, "
+            "spread-sites 50, balanced 100); runner-up n2 66.7")),
     ]
 
 
@@ -269,9 +269,9 @@ def test_dry_run_shows_what_moves_and_from_where() -> None:
     assert plan[1].reason == "node n2 no longer fits: node selector unmatched (zone=b)"
     # n1 holds slot 0, so spreading sends slot 1 to n4 (both n2 and n3 are zone b).
     assert plan[1].message == (
-        "2/4 nodes fit; chose n4 (site s4) score 84.4 (least-allocated 75, spread-sites 100, "
-        "balanced 100); runner-up n1 62.5; refused: 2 node selector unmatched (zone=b), "
-        "1 node Suspect")
+        "2/4 nodes fit; chose n4 (site s4) score 83.3 (least-allocated 75, headroom 75, "
+        "spread-sites 100, balanced 100); runner-up n1 61.1; refused: 2 node selector "
+        "unmatched (zone=b), 1 node Suspect")
 
 
 def test_dry_run_of_a_template_change_prefers_the_node_it_runs_on() -> None:

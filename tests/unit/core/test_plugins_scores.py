@@ -85,6 +85,12 @@ CASES = [
     pytest.param("least-allocated", Round(nodes=[node("n1"), node("n2", used_cpu=2000,
                                                                   used_memory=GiB)]),
                  request(cpu_millis=1000, memory_bytes=GiB), [75.0, 37.5], id="least-allocated"),
+    # n2 keeps half its memory but a quarter of its cpu: the scarcer share counts.
+    pytest.param("headroom", Round(nodes=[node("n1"), node("n2", used_cpu=2000,
+                                                           used_memory=GiB)]),
+                 request(cpu_millis=1000, memory_bytes=GiB), [75.0, 25.0], id="headroom"),
+    pytest.param("headroom", Round(nodes=[node("n1", used_cpu=4000), node("n2", cpu=0)]),
+                 request(cpu_millis=1000), [0.0, 0.0], id="headroom-full-or-no-cpu"),
     pytest.param("balanced", Round(nodes=[node("n1", used_cpu=1000),
                                           node("n2", used_cpu=1000, used_memory=GiB)]),
                  request(cpu_millis=1000, memory_bytes=GiB), [75.0, 100.0], id="balanced"),
@@ -130,7 +136,7 @@ def test_score_values(name: str, rnd: Round, req: Request, expected: list[float]
 def test_plugins_apply_only_when_they_have_something_to_say() -> None:
     plain = Round(nodes=[node("n1"), node("n2")])
     assert list(active_weights(request(image="web:1"), plain)) == [
-        "least-allocated", "spread-sites", "balanced"]
+        "least-allocated", "headroom", "spread-sites", "balanced"]
     rich = Round(nodes=[node("n1", images=("web:1",), labels={"price": "1"}),
                         node("n2", labels={"taint.edgefed.io/a": "b:PreferNoSchedule"})])
     req = request(image="web:1", users=(Users(name="eu", source="x"),), data_sets=("d",),
@@ -152,10 +158,11 @@ def test_the_explanation_shows_the_winner_scores_from_the_deciding_vectors() -> 
     assert best.total == pytest.approx(total[i])
     assert best.scores == pytest.approx({name: v[i] for name, v in vectors.items()})
     assert [r.node for r in decision.explanation.ranked] == ["near", "mid", "far"]
-    # mid: user-rtt (80 - 40) / (80 - 5) = 53.3; (5 * 100 + 100 + 20 * 53.3 + 2 * 100) / 28
+    # mid: user-rtt (80 - 40) / (80 - 5) = 53.3;
+    # (4 * 100 + 2 * 100 + 100 + 20 * 53.3 + 2 * 100) / 29 = 67.8
     assert decision.explanation.message == (
-        "3/3 nodes fit; chose near (site s1) score 100.0 (least-allocated 100, spread-sites 100, "
-        "user-rtt 100, balanced 100); runner-up mid 66.7")
+        "3/3 nodes fit; chose near (site s1) score 100.0 (least-allocated 100, headroom 100, "
+        "spread-sites 100, user-rtt 100, balanced 100); runner-up mid 67.8")
 
 
 def test_user_rtt_outweighs_spreading_by_default() -> None:

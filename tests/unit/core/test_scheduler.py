@@ -444,14 +444,15 @@ def test_message_of_a_placement_names_scores_runner_up_and_refusals() -> None:
              node("n3", site="s3", state=NodeState.LOST)]
     decision = place(request(cpu_millis=1000, memory_bytes=GiB), Round(nodes=nodes))
     assert (decision.node, decision.site) == ("n1", "s1")
-    # n1: least-allocated avg(3000/4000, 3Gi/4Gi) = 75, balanced 100 (cpu and memory a
-    # quarter used); total (5*75 + 1*100 + 2*100) / 8
-    # n2: least-allocated avg(1000/4000, 1Gi/4Gi) = 25; total (5*25 + 100 + 200) / 8
+    # n1: least-allocated avg(3000/4000, 3Gi/4Gi) = 75, headroom min(3/4, 3/4) = 75,
+    # balanced 100 (cpu and memory a quarter used); total (4*75 + 2*75 + 100 + 2*100) / 9
+    # n2: least-allocated avg(1000/4000, 1Gi/4Gi) = 25, headroom 25;
+    # total (4*25 + 2*25 + 100 + 200) / 9
     assert decision.explanation.message == (
-        "2/3 nodes fit; chose n1 (site s1) score 84.4 (least-allocated 75, spread-sites 100, "
-        "balanced 100); runner-up n2 53.1; refused: 1 node Lost")
-    assert [(r.node, r.total) for r in decision.explanation.ranked] == [("n1", 84.375),
-                                                                       ("n2", 53.125)]
+        "2/3 nodes fit; chose n1 (site s1) score 83.3 (least-allocated 75, headroom 75, "
+        "spread-sites 100, balanced 100); runner-up n2 50.0; refused: 1 node Lost")
+    assert [(r.node, r.total) for r in decision.explanation.ranked] == [
+        ("n1", pytest.approx(750 / 9)), ("n2", pytest.approx(50.0))]
 
 
 def test_ranked_keeps_the_best_three() -> None:
@@ -640,14 +641,16 @@ def _crowded_and_full() -> Round:
 
 
 @pytest.mark.parametrize(("weights", "winner", "total"), [
-    # roomy: least 87.5, spread-sites 50, spread-nodes 50, balanced 100;
-    # tight: 12.5, 100, 100, 100 (both used in proportion)
-    pytest.param({}, "roomy", (5 * 87.5 + 50 + 2 * 100) / 8, id="default"),
+    # roomy: least-allocated 87.5, headroom 87.5, spread-sites 50, spread-nodes 50,
+    # balanced 100; tight: 12.5, 12.5, 100, 100, 100 (both used in proportion)
+    pytest.param({}, "roomy", (4 * 87.5 + 2 * 87.5 + 50 + 2 * 100) / 9, id="default"),
     pytest.param({"spread-sites": 10.0, "spread-nodes": 5.0}, "tight",
-                 (5 * 12.5 + 10 * 100 + 5 * 100 + 2 * 100) / 22, id="spread-first"),
-    pytest.param({"spread-sites": 0.0}, "roomy", (5 * 87.5 + 2 * 100) / 7, id="no-spread"),
-    pytest.param({"least-allocated": 0.0, "balanced": 0.0}, "tight", 100.0, id="spread-only"),
-    pytest.param({"no-such-score": 100.0}, "roomy", (5 * 87.5 + 50 + 2 * 100) / 8,
+                 (4 * 12.5 + 2 * 12.5 + 10 * 100 + 5 * 100 + 2 * 100) / 23, id="spread-first"),
+    pytest.param({"spread-sites": 0.0}, "roomy", (4 * 87.5 + 2 * 87.5 + 2 * 100) / 8,
+                 id="no-spread"),
+    pytest.param({"least-allocated": 0.0, "headroom": 0.0, "balanced": 0.0}, "tight", 100.0,
+                 id="spread-only"),
+    pytest.param({"no-such-score": 100.0}, "roomy", (4 * 87.5 + 2 * 87.5 + 50 + 2 * 100) / 9,
                  id="unknown-weight-ignored"),
 ])
 def test_weights_from_the_policy_change_the_winner(weights: dict[str, float], winner: str,
@@ -659,8 +662,8 @@ def test_weights_from_the_policy_change_the_winner(weights: dict[str, float], wi
 
 
 def test_all_weights_zero_falls_back_to_the_tie_break() -> None:
-    weights = {"least-allocated": 0.0, "spread-sites": 0.0, "spread-nodes": 0.0,
-               "balanced": 0.0}
+    weights = {"least-allocated": 0.0, "headroom": 0.0, "spread-sites": 0.0,
+               "spread-nodes": 0.0, "balanced": 0.0}
     decision = place(request(weights=weights), _crowded_and_full())
     assert [r.total for r in decision.explanation.ranked] == [0.0, 0.0]
     assert decision.node in {"roomy", "tight"}
@@ -678,10 +681,11 @@ def test_a_replacement_stays_on_its_node_while_it_fits() -> None:
     req = request(cpu_millis=500, memory_bytes=512 * MiB, current_node="home")
     decision = place(req, _old_home_and_empty_node())
     assert decision.node == "home"
-    # home: (5*12.5 + 100 + 10*100 + 2*100) / 18; empty: (5*87.5 + 100 + 0 + 2*100) / 18
+    # home: (4*12.5 + 2*12.5 + 100 + 10*100 + 2*100) / 19;
+    # empty: (4*87.5 + 2*87.5 + 100 + 0 + 2*100) / 19
     assert decision.explanation.message == (
-        "2/2 nodes fit; chose home (site A) score 75.7 (least-allocated 12, spread-sites 100, "
-        "stay-put 100, balanced 100); runner-up empty 41.0")
+        "2/2 nodes fit; chose home (site A) score 72.4 (least-allocated 12, headroom 12, "
+        "spread-sites 100, stay-put 100, balanced 100); runner-up empty 43.4")
 
 
 def test_a_replacement_moves_when_its_node_no_longer_fits() -> None:
@@ -689,8 +693,9 @@ def test_a_replacement_moves_when_its_node_no_longer_fits() -> None:
     decision = place(req, _old_home_and_empty_node())
     assert decision.node == "empty"
     assert decision.explanation.message == (
-        "1/2 nodes fit; chose empty (site B) score 34.7 (least-allocated 75, spread-sites 100, "
-        "stay-put 0, balanced 75); refused: 1 insufficient cpu (need 1500m, most free 1)")
+        "1/2 nodes fit; chose empty (site B) score 35.5 (least-allocated 75, headroom 62, "
+        "spread-sites 100, stay-put 0, balanced 75); refused: 1 insufficient cpu (need 1500m, "
+        "most free 1)")
 
 
 def test_stay_put_only_scores_replacements() -> None:
@@ -698,7 +703,7 @@ def test_stay_put_only_scores_replacements() -> None:
     decision = place(req, _old_home_and_empty_node())
     assert decision.node == "empty"
     assert list(decision.explanation.ranked[0].scores) == [
-        "least-allocated", "spread-sites", "balanced"]
+        "least-allocated", "headroom", "spread-sites", "balanced"]
 
 
 def test_stay_put_weight_from_the_policy() -> None:

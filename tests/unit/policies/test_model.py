@@ -166,8 +166,9 @@ ERROR_CASES = [
                  ["spec.placement.weights.least-allocated: -1 is out of range (expected at "
                   "least 0)",
                   "spec.placement.weights.spread-site: found 'spread-site', expected one of "
-                  "least-allocated, spread-sites, spread-nodes, stay-put, user-rtt, data-locality, "
-                  "image-locality, balanced, topology-spread, affinity, cost, prefer-no-schedule"],
+                  "least-allocated, headroom, spread-sites, spread-nodes, stay-put, user-rtt, "
+                  "data-locality, image-locality, balanced, topology-spread, affinity, cost, "
+                  "prefer-no-schedule"],
                  id="weight-names"),
     pytest.param(placement(weights={"least-allocated": "1"}),
                  ["spec.placement.weights.least-allocated: expected a number, found a string "
