@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from federation.inventory import Node
-from federation.scheduling.columns import Bools, Floats, Round, Taint
+from federation.scheduling.columns import Bools, Floats, Ints, Round, Taint
 from federation.scheduling.refusal import (
     Refusal,
+    by_domain,
     by_value,
     fixed,
     nonempty,
@@ -226,9 +227,22 @@ def max_per_node_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]
 def max_per_site_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     if req.max_per_site <= 0:
         return []
-    counts = rnd.in_domain(req.deployment, Scope.SITE)
-    return nonempty([by_value(counts >= req.max_per_site, counts, lambda c: (
+    index, size = rnd.domain(Scope.SITE)
+    counts = rnd.counts(req.deployment).domains[Scope.SITE]
+    full = counts >= req.max_per_site
+    full[size:] = False  # every node has a site: the unlabelled bucket is empty
+    return nonempty([by_domain(index, full, counts, _domain_sizes(rnd, Scope.SITE), lambda c: (
         f"{_replicas(c)} already on the site, maxPerSite {req.max_per_site}"))])
+
+
+def _domain_sizes(rnd: Round, scope: Scope) -> Ints:
+    """Nodes per domain of ``scope`` (the last cell: nodes without the label)."""
+    cached = rnd.cache.get(("domain-sizes", scope))
+    if cached is None:
+        index, size = rnd.domain(scope)
+        cached = np.bincount(index, minlength=size + 1)
+        rnd.cache[("domain-sizes", scope)] = cached
+    return cached
 
 
 def describe_selector(selector: Selector) -> str:
@@ -310,19 +324,47 @@ def spread_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
         if not spread.required:
             continue
         index, size = rnd.domain(spread.scope)
-        labelled = index < size
-        out.append(fixed(~labelled, f"no {spread.scope.value} label, spread requires one"))
+        labelled, unlabelled = _labelled(rnd, spread.scope)
+        out.append(fixed(unlabelled, f"no {spread.scope.value} label, spread requires one"))
         counts = rnd.counts(req.deployment)
         per_domain = counts.node if spread.scope is Scope.NODE else counts.domains[spread.scope]
-        here = per_domain.take(index)
         open_nodes = fits & labelled
         if not np.count_nonzero(open_nodes):
             continue
-        # The emptiest domain with a node that fits is the emptiest such node's domain.
-        skew = here + 1 - here.compress(open_nodes).min()
-        out.append(by_value(labelled & (skew > spread.max_skew), skew,
-                            _skew_phrase(spread.scope, spread.max_skew)))
+        skew = per_domain + 1 - _emptiest_open(rnd, spread.scope, per_domain, open_nodes)
+        over = skew > spread.max_skew
+        over[size:] = False  # nodes without the label are refused above
+        out.append(by_domain(index, over, skew, _domain_sizes(rnd, spread.scope),
+                             _skew_phrase(spread.scope, spread.max_skew)))
     return nonempty(out)
+
+
+def _labelled(rnd: Round, scope: Scope) -> tuple[Bools, Bools]:
+    """Which nodes have the scope's label, and which do not."""
+    cached = rnd.cache.get(("labelled", scope))
+    if cached is None:
+        labelled = rnd.has_domain(scope)
+        cached = (labelled, ~labelled)
+        rnd.cache[("labelled", scope)] = cached
+    return cached
+
+
+def _emptiest_open(rnd: Round, scope: Scope, per_domain: Ints, open_nodes: Bools) -> int:
+    """The fewest replicas in a domain with an open node: per domain, whether any
+    of its nodes is open, with one gather of the nodes in domain order."""
+    if scope is Scope.NODE:
+        return int(per_domain.compress(open_nodes).min())
+    cached = rnd.cache.get(("domain-order", scope))
+    if cached is None:
+        index, size = rnd.domain(scope)
+        order = np.argsort(index, kind="stable")
+        # Every domain below ``size`` has a node; the nodes without the label sort
+        # last and are never open, so the last domain may run on into them.
+        cached = (order, np.searchsorted(index[order], np.arange(size)))
+        rnd.cache[("domain-order", scope)] = cached
+    order, starts = cached
+    has_open = np.logical_or.reduceat(open_nodes.take(order), starts)
+    return int(per_domain[:len(starts)].compress(has_open).min())
 
 
 Check = Callable[[Request, Round, Bools], list[Refusal]]
