@@ -384,10 +384,11 @@ def active_weights(req: Request, rnd: Round) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How one deployment is scored in a round: the active plugins and weights, the
-    static vectors and their weighted sum, computed once."""
+    static vectors (the rows of one matrix) and their weighted sum, computed once."""
 
     weights: dict[str, float]
     static: dict[str, Floats]
+    static_rows: Floats  # the static vectors, one row each, in the order of ``static``
     static_total: Floats  # sum of the static vectors times their share of the weights
     local: list[tuple[str, Local, float]]  # plugin, its formula, its share
     dynamic: list[tuple[ScorePlugin, float]]  # the other plugins that are not static
@@ -405,13 +406,17 @@ def plan(req: Request, rnd: Round) -> Plan:
         return cached[1]  # type: ignore[no-any-return]
     weights = active_weights(req, rnd)
     weight_sum = sum(weights.values()) or 1.0
-    static = {name: SCORES[name].score(req, rnd) for name in weights if SCORES[name].static}
+    names = [name for name in weights if SCORES[name].static]
+    rows = np.empty((len(names), len(rnd.nodes)))
+    for k, name in enumerate(names):
+        rows[k] = SCORES[name].score(req, rnd)
+    static = dict(zip(names, rows, strict=True))
     total = np.zeros(len(rnd.nodes))
     for name, vector in static.items():
         total += weights[name] / weight_sum * vector
     shares = [(SCORES[name], weights[name] / weight_sum) for name in weights
               if not SCORES[name].static]
-    result = Plan(weights=weights, static=static, static_total=total,
+    result = Plan(weights=weights, static=static, static_rows=rows, static_total=total,
                   local=[(p.name, p.local, share) for p, share in shares if p.local],
                   dynamic=[(p, share) for p, share in shares if not p.local])
     rnd.cache[key] = (_plan_key(req), result)
@@ -420,12 +425,13 @@ def plan(req: Request, rnd: Round) -> Plan:
 
 @dataclass(slots=True)
 class _LocalPart:
-    """A deployment's local score vectors and the static and local plugins' part of
-    its total, as of the ``since``-th reservation of the round."""
+    """A deployment's local score vectors (one row each, in the order of the plan's
+    local plugins) and the static and local plugins' part of its total, as of the
+    ``since``-th reservation of the round."""
 
     plan: Plan
     formulas: list[Formula]
-    vectors: list[Floats]
+    vectors: Floats
     part: Floats
     since: int
 
@@ -442,15 +448,17 @@ def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
     kept: _LocalPart | None = rnd.cache.get(key)
     if kept is None or kept.plan is not p:
         formulas = [local(req, rnd) for _, local, _ in p.local]
-        vectors = [formula(slice(None)) for formula in formulas]
+        vectors = np.empty((len(formulas), len(rnd.nodes)))
+        for k, formula in enumerate(formulas):
+            vectors[k] = formula(slice(None))
         kept = _LocalPart(plan=p, formulas=formulas, vectors=vectors,
-                          part=_part(p, slice(None), vectors), since=seen)
+                          part=_part(p, slice(None), list(vectors)), since=seen)
         rnd.cache[key] = kept
     elif kept.since != seen:
         rows = _reserved_since(rnd, kept.since)
         values = [formula(rows) for formula in kept.formulas]
-        for vector, at_rows in zip(kept.vectors, values, strict=True):
-            vector[rows] = at_rows
+        for k, at_rows in enumerate(values):
+            kept.vectors[k, rows] = at_rows
         kept.part[rows] = _part(p, rows, values)
         kept.since = seen
     return kept
@@ -466,22 +474,29 @@ def _part(p: Plan, rows: Rows, local: list[Floats]) -> Floats:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """The weighted total of every node, and each active plugin's scores (in the
-    order of the weights) as a vector over the nodes or, with a place index, over
-    the places: read at a few rows for the explanation, never spread to every node."""
+    """The weighted total of every node, and the active plugins' scores: groups of
+    plugins whose scores are the rows of one matrix over the nodes or, with a place
+    index, over the places. They are read at a few rows for the explanation (one
+    gather per group) and never spread to every node."""
 
     total: Floats
-    parts: dict[str, tuple[Floats, Ints | None]]
+    order: list[str]  # the active plugins in the order of the weights
+    groups: list[tuple[list[str], Floats, Ints | None]]
 
     def at(self, rows: Ints) -> dict[str, list[float]]:
-        """Each plugin's score at ``rows``."""
-        return {name: (vector.take(rows) if index is None else vector.take(index.take(rows)))
-                .tolist() for name, (vector, index) in self.parts.items()}
+        """Each plugin's score at ``rows``, in the order of the weights."""
+        found: dict[str, list[float]] = {}
+        for names, matrix, index in self.groups:
+            cells = rows if index is None else index.take(rows)
+            found.update(zip(names, matrix[:, cells].tolist(), strict=True))
+        return {name: found[name] for name in self.order}
 
     def vectors(self) -> dict[str, Floats]:
-        """Each plugin's score of every node."""
-        return {name: vector if index is None else vector.take(index)
-                for name, (vector, index) in self.parts.items()}
+        """Each plugin's score of every node, in the order of the weights."""
+        found: dict[str, Floats] = {}
+        for names, matrix, index in self.groups:
+            found.update(zip(names, matrix if index is None else matrix[:, index], strict=True))
+        return {name: found[name] for name in self.order}
 
 
 def weigh(req: Request, rnd: Round) -> Scored:
@@ -492,28 +507,26 @@ def weigh(req: Request, rnd: Round) -> Scored:
     per node)."""
     p = plan(req, rnd)
     kept = _local_part(req, rnd, p)
-    parts: dict[str, tuple[Floats, Ints | None]] = {
-        name: (vector, None) for name, vector in p.static.items()}
-    for (name, _, _), vector in zip(p.local, kept.vectors, strict=True):
-        parts[name] = (vector, None)
+    groups: list[tuple[list[str], Floats, Ints | None]] = [
+        (list(p.static), p.static_rows, None), ([name for name, _, _ in p.local], kept.vectors, None)]
     total = None
     for plugin, share in p.dynamic:
         by_place = plugin.by_place(req, rnd) if plugin.by_place else None
         if by_place is None:
             vector = plugin.score(req, rnd)
-            parts[plugin.name] = (vector, None)
+            groups.append(([plugin.name], vector[np.newaxis], None))
             weighted = share * vector
         else:
             places = _places(rnd)[0]
-            parts[plugin.name] = (by_place, places)
+            groups.append(([plugin.name], by_place[np.newaxis], places))
             weighted = (share * by_place).take(places)
         if total is None:
             total = weighted
             total += kept.part  # x + y is y + x, float for float
         else:
             total += weighted
-    return Scored(total=kept.part.copy() if total is None else total,
-                  parts={name: parts[name] for name in p.weights})
+    return Scored(total=kept.part.copy() if total is None else total, order=list(p.weights),
+                  groups=groups)
 
 
 def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
