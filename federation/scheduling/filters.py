@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from federation.inventory import Node
-from federation.scheduling.columns import Bools, Floats, Round, Taint
+from federation.scheduling.columns import Bools, Floats, Ints, Round, Taint
 from federation.scheduling.refusal import (
     Refusal,
+    by_domain,
     by_value,
     fixed,
     nonempty,
@@ -226,9 +227,24 @@ def max_per_node_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]
 def max_per_site_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     if req.max_per_site <= 0:
         return []
-    counts = rnd.in_domain(req.deployment, Scope.SITE)
-    return nonempty([by_value(counts >= req.max_per_site, counts, lambda c: (
+    index, size = rnd.domain(Scope.SITE)
+    counts = rnd.counts(req.deployment).domains[Scope.SITE]
+    full = counts >= req.max_per_site
+    full[size:] = False  # every node has a site: the unlabelled bucket is empty
+    if not full.any():
+        return []  # no site is full: no need to spread the answer to the nodes
+    return nonempty([by_domain(index, full, counts, _domain_sizes(rnd, Scope.SITE), lambda c: (
         f"{_replicas(c)} already on the site, maxPerSite {req.max_per_site}"))])
+
+
+def _domain_sizes(rnd: Round, scope: Scope) -> Ints:
+    """Nodes per domain of ``scope`` (the last cell: nodes without the label)."""
+    cached = rnd.cache.get(("domain-sizes", scope))
+    if cached is None:
+        index, size = rnd.domain(scope)
+        cached = np.bincount(index, minlength=size + 1)
+        rnd.cache[("domain-sizes", scope)] = cached
+    return cached
 
 
 def describe_selector(selector: Selector) -> str:
@@ -310,19 +326,49 @@ def spread_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
         if not spread.required:
             continue
         index, size = rnd.domain(spread.scope)
-        labelled = index < size
-        out.append(fixed(~labelled, f"no {spread.scope.value} label, spread requires one"))
+        labelled, unlabelled = _labelled(rnd, spread.scope)
+        out.append(fixed(unlabelled, f"no {spread.scope.value} label, spread requires one"))
         counts = rnd.counts(req.deployment)
         per_domain = counts.node if spread.scope is Scope.NODE else counts.domains[spread.scope]
-        here = per_domain.take(index)
         open_nodes = fits & labelled
         if not np.count_nonzero(open_nodes):
             continue
-        # The emptiest domain with a node that fits is the emptiest such node's domain.
-        skew = here + 1 - here.compress(open_nodes).min()
-        out.append(by_value(labelled & (skew > spread.max_skew), skew,
-                            _skew_phrase(spread.scope, spread.max_skew)))
+        skew = per_domain + 1 - _emptiest_open(rnd, spread.scope, per_domain, open_nodes)
+        over = skew > spread.max_skew
+        over[size:] = False  # nodes without the label are refused above
+        if not over.any():
+            continue
+        out.append(by_domain(index, over, skew, _domain_sizes(rnd, spread.scope),
+                             _skew_phrase(spread.scope, spread.max_skew)))
     return nonempty(out)
+
+
+def _labelled(rnd: Round, scope: Scope) -> tuple[Bools, Bools]:
+    """Which nodes have the scope's label, and which do not."""
+    cached = rnd.cache.get(("labelled", scope))
+    if cached is None:
+        labelled = rnd.has_domain(scope)
+        cached = (labelled, ~labelled)
+        rnd.cache[("labelled", scope)] = cached
+    return cached
+
+
+def _emptiest_open(rnd: Round, scope: Scope, per_domain: Ints, open_nodes: Bools) -> int:
+    """The fewest replicas in a domain with an open node: per domain, whether any
+    of its nodes is open, with one gather of the nodes in domain order."""
+    if scope is Scope.NODE:
+        return int(per_domain.compress(open_nodes).min())
+    cached = rnd.cache.get(("domain-order", scope))
+    if cached is None:
+        index, size = rnd.domain(scope)
+        order = np.argsort(index, kind="stable")
+        # Every domain below ``size`` has a node; the nodes without the label sort
+        # last and are never open, so the last domain may run on into them.
+        cached = (order, np.searchsorted(index[order], np.arange(size)))
+        rnd.cache[("domain-order", scope)] = cached
+    order, starts = cached
+    has_open = np.logical_or.reduceat(open_nodes.take(order), starts)
+    return int(per_domain[:len(starts)].compress(has_open).min())
 
 
 Check = Callable[[Request, Round, Bools], list[Refusal]]
@@ -336,6 +382,9 @@ class FilterPlugin:
     name: str
     check: Check
     static: bool
+    # Whether the request asks for what the filter checks; a dynamic filter that
+    # does not apply is skipped for the whole round (it would refuse nothing).
+    applies: Callable[[Request], bool] = lambda req: True
 
     def __call__(self, req: Request, node: Node, rnd: Round) -> list[Rejection]:
         return refusals(req, node, rnd, (self.name,))
@@ -352,14 +401,17 @@ _PLUGINS = [
     FilterPlugin("no-execute", no_execute_checker, True),
     FilterPlugin("latency", latency_checker, True),
     FilterPlugin("resources", resources_checker, False),
-    FilterPlugin("devices", devices_checker, False),
-    FilterPlugin("host-ports", host_port_checker, False),
-    FilterPlugin("max-per-node", max_per_node_checker, False),
-    FilterPlugin("max-per-site", max_per_site_checker, False),
-    FilterPlugin("anti-affinity", anti_affinity_checker, False),
-    FilterPlugin("affinity", affinity_checker, False),
-    FilterPlugin("split", split_checker, False),  # after the others: it reads what fits
-    FilterPlugin("spread", spread_checker, False),  # last: it reads what the others let through
+    FilterPlugin("devices", devices_checker, False, lambda req: bool(req.devices)),
+    FilterPlugin("host-ports", host_port_checker, False, lambda req: bool(req.host_ports)),
+    FilterPlugin("max-per-node", max_per_node_checker, False, lambda req: req.max_per_node > 0),
+    FilterPlugin("max-per-site", max_per_site_checker, False, lambda req: req.max_per_site > 0),
+    FilterPlugin("anti-affinity", anti_affinity_checker, False, lambda req: bool(req.apart)),
+    FilterPlugin("affinity", affinity_checker, False, lambda req: bool(req.near)),
+    # After the others: it reads what fits.
+    FilterPlugin("split", split_checker, False, lambda req: bool(req.split)),
+    # Last: it reads what the others let through.
+    FilterPlugin("spread", spread_checker, False,
+                 lambda req: any(spread.required for spread in req.spread)),
 ]
 FILTERS: dict[str, FilterPlugin] = {p.name: p for p in _PLUGINS}
 # What a placed replica must still pass to stay where it runs, checked again on
@@ -402,12 +454,19 @@ class Verdict:
 
 
 def _static_key(req: Request) -> tuple[object, ...]:
+    """What the static filters read, and what the dynamic filters' ``applies`` read."""
     return (req.has_command, req.node_selector, req.site_selector, req.countries, req.regions,
-            req.tolerations, req.users)
+            req.tolerations, req.users,
+            req.devices, req.host_ports, req.max_per_node, req.max_per_site, req.apart, req.near,
+            req.split, req.spread)
 
 
-def _static(req: Request, rnd: Round) -> tuple[dict[str, list[Refusal]], Bools, Tally]:
-    """The static filters' verdict, computed once per deployment and round."""
+Static = tuple[dict[str, list[Refusal]], Bools, Tally, list[FilterPlugin]]
+
+
+def _static(req: Request, rnd: Round) -> Static:
+    """The static filters' verdict and the dynamic filters that apply, decided once
+    per deployment and round."""
     cached = rnd.cache.get(("static", req.deployment))
     key = _static_key(req)
     if cached is not None and cached[0] == key:
@@ -422,7 +481,7 @@ def _static(req: Request, rnd: Round) -> tuple[dict[str, list[Refusal]], Bools, 
             for refusal in out[plugin.name]:
                 fits &= ~refusal.mask
                 tally(refusal.explain(refusal.mask), counts, numbers)
-    result = (out, fits, (counts, numbers))
+    result = (out, fits, (counts, numbers), [p for p in _DYNAMIC if p.applies(req)])
     rnd.cache[("static", req.deployment)] = (key, result)
     return result
 
@@ -437,14 +496,15 @@ _DYNAMIC = [p for p in _PLUGINS if not p.static]
 
 def evaluate(req: Request, rnd: Round, names: Iterable[str] | None = None) -> Verdict:
     """Run the filter chain over every node (only the dynamic filters in ``names``,
-    when given; the static ones come from the round's cache)."""
-    static, fits, static_tally = _static(req, rnd)
+    when given; the static ones come from the round's cache). A dynamic filter that
+    does not apply to the request answers nothing, as if it had refused no node."""
+    static, fits, static_tally, applying = _static(req, rnd)
     wanted = set() if names is None else set(names)
     everything = names is None or "spread" in wanted
     out = dict(static)
     fits = fits.copy()
     dynamic: list[Refusal] = []
-    for plugin in _DYNAMIC:
+    for plugin in applying:
         if not everything and plugin.name not in wanted:
             continue
         found = plugin.check(req, rnd, fits)

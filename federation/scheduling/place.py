@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from federation.scheduling.columns import Bools, Floats, Round
 from federation.scheduling.filters import Verdict, evaluate, tally
 from federation.scheduling.request import Decision, Explanation, Ranked, Request
-from federation.scheduling.scores import score
+from federation.scheduling.scores import weigh
 from policies.quantity import format_cpu, human_memory
 
 Indices = NDArray[np.int64]
@@ -106,13 +106,12 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Ind
 
 
 def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
-    total, vectors = score(req, rnd)
-    rows = _top(req, rnd, total, fits, keep)
-    names = list(vectors)
-    columns = [v.take(rows).tolist() for v in vectors.values()]
+    scored = weigh(req, rnd)
+    rows = _top(req, rnd, scored.total, fits, keep)
+    columns = scored.at(rows)
     return tuple(Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=t,
-                        scores=dict(zip(names, [column[k] for column in columns], strict=True)))
-                 for k, (i, t) in enumerate(zip(rows.tolist(), total.take(rows).tolist(),
+                        scores={name: column[k] for name, column in columns.items()})
+                 for k, (i, t) in enumerate(zip(rows.tolist(), scored.total.take(rows).tolist(),
                                                 strict=True)))
 
 

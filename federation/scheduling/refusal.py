@@ -37,6 +37,25 @@ def by_value(mask: Bools, values: Ints, phrase: Callable[[int], str]) -> Refusal
     return Refusal(mask, explain)
 
 
+def by_domain(index: Ints, refused: Bools, values: Ints, sizes: Ints,
+              phrase: Callable[[int], str]) -> Refusal:
+    """Reasons that name the value of each refused node's domain (its replicas, its
+    skew): ``refused`` and ``values`` per domain, ``index`` each node's domain and
+    ``sizes`` the nodes in each. Explaining the whole refusal (the histogram)
+    counts per domain, without a pass over the nodes."""
+    mask = refused.take(index)
+
+    def explain(rows: Bools) -> list[tuple[Rejection, int]]:
+        if rows is not mask:
+            return by_value(mask, values.take(index), phrase).explain(rows)
+        nodes: dict[int, int] = {}
+        for value, count in sorted(zip(values.compress(refused).tolist(),
+                                       sizes.compress(refused).tolist(), strict=True)):
+            nodes[value] = nodes.get(value, 0) + count
+        return [(Rejection(reason=phrase(v)), n) for v, n in nodes.items()]
+    return Refusal(mask, explain)
+
+
 def _value_counts(values: Ints) -> tuple[list[int], list[int]]:
     """The distinct values in ascending order and how often each occurs. Values are
     codes and counts, a narrow range: counting beats sorting."""

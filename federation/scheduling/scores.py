@@ -8,12 +8,16 @@ taints) depend only on the request's spec and the round's nodes and are
 computed once per deployment and round. Local plugins (least-allocated,
 balanced, spread over nodes) change only on the node a replica is reserved on;
 they, and each deployment's weighted sum of them and the static plugins, are
-kept for the round and rewritten at the reserved rows only (see ``_kept``).
+kept for the round and rewritten at the reserved rows only (see
+``_local_part``). Spread over sites and topology spread over sites, regions
+and providers depend on the node only through its place (its site, region and
+provider): they are computed and weighted per place and gathered to the nodes
+once (see ``_places``). The explanation reads each plugin's score at the few
+ranked rows only (:class:`Scored`).
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -103,31 +107,26 @@ def prefer_no_schedule(req: Request, rnd: Round) -> Floats:
 # -- dynamic ---------------------------------------------------------------------------------
 
 Rows = Ints | slice
+Formula = Callable[[Rows], Floats]
 
 
-def _kept(rnd: Round, key: object, formula: Callable[[Rows], Floats],
-          basis: tuple[object, ...] = ()) -> Floats:
+def _kept(rnd: Round, key: object, formula: Formula) -> Floats:
     """A score that changes only on the node a replica is reserved on, kept for the
-    round: ``formula`` over every row the first time (or when ``basis``, the objects
-    the formula reads, are other objects), then only over the rows reserved since
-    the last call: the same formula, so the same floats. The vector is the round's:
-    read it, do not change it."""
+    round: ``formula`` over every row the first time, then only over the rows
+    reserved since the last call: the same formula, so the same floats. The vector
+    is the round's: read it, do not change it."""
     seen = len(rnd.touched)
     cached = rnd.cache.get(key)
-    if cached is None or not _same(cached[2], basis):
+    if cached is None:
         vector = formula(slice(None))
     else:
-        vector, since, _ = cached
+        vector, since = cached
         if since == seen:
             return vector  # type: ignore[no-any-return]
         rows = _reserved_since(rnd, since)
         vector[rows] = formula(rows)
-    rnd.cache[key] = (vector, seen, basis)
+    rnd.cache[key] = (vector, seen)
     return vector
-
-
-def _same(kept: tuple[object, ...], basis: tuple[object, ...]) -> bool:
-    return len(kept) == len(basis) and all(map(operator.is_, kept, basis))
 
 
 def _reserved_since(rnd: Round, since: int) -> Ints:
@@ -141,10 +140,8 @@ def _reserved_since(rnd: Round, since: int) -> Ints:
     return cached[1]
 
 
-def least_allocated(req: Request, rnd: Round) -> Floats:
-    """What stays free after the replica, as a share of allocatable, cpu and memory
-    averaged."""
-    key = ("least-allocated", req.cpu_millis, req.memory_bytes)
+def _least_allocated(req: Request, rnd: Round) -> Formula:
+    key = ("least-allocated-need", req.cpu_millis, req.memory_bytes)
     need = rnd.cache.get(key)
     if need is None:
         need = req.cpu_millis * rnd.per_cpu + req.memory_bytes * rnd.per_mem
@@ -153,14 +150,17 @@ def least_allocated(req: Request, rnd: Round) -> Floats:
     def formula(rows: Rows) -> Floats:
         return np.asarray(100.0 * np.maximum(rnd.room[rows] - need[rows], 0.0),
                           dtype=np.float64)
-    return _kept(rnd, ("least-allocated", key), formula)
+    return formula
 
 
-def headroom(req: Request, rnd: Round) -> Floats:
-    """What stays free after the replica in the scarcer of cpu and memory, as a
-    share of allocatable: a node left with 2% of its memory scores 2 however
-    much cpu it has (the peak utilisation is what overloads a node); 0 where a
-    dimension has no capacity."""
+def least_allocated(req: Request, rnd: Round) -> Floats:
+    """What stays free after the replica, as a share of allocatable, cpu and memory
+    averaged."""
+    return _kept(rnd, ("least-allocated", req.cpu_millis, req.memory_bytes),
+                 _least_allocated(req, rnd))
+
+
+def _headroom(req: Request, rnd: Round) -> Formula:
     cpu, mem, both = _capacity(rnd)
 
     def formula(rows: Rows) -> Floats:
@@ -168,12 +168,18 @@ def headroom(req: Request, rnd: Round) -> Floats:
         free_mem = (rnd.free_mem[rows] - req.memory_bytes) / mem[rows]
         share = np.maximum(np.minimum(free_cpu, free_mem), 0.0)
         return np.where(both[rows], 100.0 * share, 0.0)
-    return _kept(rnd, ("headroom", req.cpu_millis, req.memory_bytes), formula)
+    return formula
 
 
-def balanced(req: Request, rnd: Round) -> Floats:
-    """cpu and memory used in the same proportion after the replica (no node left
-    with memory but no cpu); 0 where a dimension has no capacity."""
+def headroom(req: Request, rnd: Round) -> Floats:
+    """What stays free after the replica in the scarcer of cpu and memory, as a
+    share of allocatable: a node left with 2% of its memory scores 2 however
+    much cpu it has (the peak utilisation is what overloads a node); 0 where a
+    dimension has no capacity."""
+    return _kept(rnd, ("headroom", req.cpu_millis, req.memory_bytes), _headroom(req, rnd))
+
+
+def _balanced(req: Request, rnd: Round) -> Formula:
     cpu, mem, both = _capacity(rnd)
 
     def formula(rows: Rows) -> Floats:
@@ -182,7 +188,13 @@ def balanced(req: Request, rnd: Round) -> Floats:
         # 1 - |x| is never above 1: only the floor needs clipping.
         share = np.maximum(1.0 - np.abs(used_cpu - used_mem), 0.0)
         return np.where(both[rows], 100.0 * share, 0.0)
-    return _kept(rnd, ("balanced", req.cpu_millis, req.memory_bytes), formula)
+    return formula
+
+
+def balanced(req: Request, rnd: Round) -> Floats:
+    """cpu and memory used in the same proportion after the replica (no node left
+    with memory but no cpu); 0 where a dimension has no capacity."""
+    return _kept(rnd, ("balanced", req.cpu_millis, req.memory_bytes), _balanced(req, rnd))
 
 
 def _capacity(rnd: Round) -> tuple[Ints, Ints, Bools]:
@@ -197,31 +209,19 @@ def _capacity(rnd: Round) -> tuple[Ints, Ints, Bools]:
 
 
 _SPREAD_LEVELS = (Scope.REGION, Scope.PROVIDER)
+_PLACE_SCOPES = (Scope.SITE, *_SPREAD_LEVELS)
 
 
-def spread_sites(req: Request, rnd: Round) -> Floats:
-    """Fewer replicas of the deployment in the node's site is better; where sites
-    carry ``region`` and ``provider`` labels, so is the same across regions and
-    providers (averaged over the levels the node has). The score of each domain is
-    kept with the replica counts (:class:`Counts`); it is summed per distinct
-    (site, region, provider) and spread to the nodes with one gather."""
-    spread = rnd.counts(req.deployment).spread_sites
-    places, site, levels = _places(rnd)
-    total = spread[Scope.SITE].take(site)
-    for scope, index in levels.items():
-        total += spread[scope].take(index)
-    return (total * _inverse_levels(rnd)).take(places)
-
-
-def _places(rnd: Round) -> tuple[Ints, Ints, dict[Scope, Ints]]:
+def _places(rnd: Round) -> tuple[Ints, dict[Scope, Ints]]:
     """Each node's place (its distinct site, region, provider), and per place its
-    site and its region and provider domains."""
+    domain index at each of those scopes (as :meth:`Round.domain` numbers them).
+    A score that depends on the node only through these domains is computed per
+    place, a few hundred cells, and gathered to the nodes."""
     cached = rnd.cache.get("places")
     if cached is None:
-        columns = [rnd.site_idx] + [rnd.domain(scope)[0] for scope in _SPREAD_LEVELS]
+        columns = [rnd.domain(scope)[0] for scope in _PLACE_SCOPES]
         rows, places = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
-        levels = {scope: rows[:, k + 1] for k, scope in enumerate(_SPREAD_LEVELS)}
-        cached = (places.reshape(-1), rows[:, 0], levels)
+        cached = (places.reshape(-1), {scope: rows[:, k] for k, scope in enumerate(_PLACE_SCOPES)})
         rnd.cache["places"] = cached
     return cached
 
@@ -230,21 +230,43 @@ def _inverse_levels(rnd: Round) -> Floats:
     """Per place: 1 / the number of levels (site, region, provider) it has labels for."""
     cached = rnd.cache.get("inverse-levels")
     if cached is None:
-        _, site, levels = _places(rnd)
-        count = np.ones(len(site))
-        for scope, index in levels.items():
-            count += index < rnd.domain(scope)[1]
+        _, domains = _places(rnd)
+        count = np.ones(len(domains[Scope.SITE]))
+        for scope in _SPREAD_LEVELS:
+            count += domains[scope] < rnd.domain(scope)[1]
         cached = 1.0 / count
         rnd.cache["inverse-levels"] = cached
     return cached
 
 
-def spread_nodes(req: Request, rnd: Round) -> Floats:
+def spread_sites_by_place(req: Request, rnd: Round) -> Floats:
+    """:func:`spread_sites` per place. The score of each domain is kept with the
+    replica counts (:class:`Counts`)."""
+    spread = rnd.counts(req.deployment).spread_sites
+    _, domains = _places(rnd)
+    total = spread[Scope.SITE].take(domains[Scope.SITE])
+    for scope in _SPREAD_LEVELS:
+        total += spread[scope].take(domains[scope])
+    return total * _inverse_levels(rnd)
+
+
+def spread_sites(req: Request, rnd: Round) -> Floats:
+    """Fewer replicas of the deployment in the node's site is better; where sites
+    carry ``region`` and ``provider`` labels, so is the same across regions and
+    providers (averaged over the levels the node has)."""
+    return spread_sites_by_place(req, rnd).take(_places(rnd)[0])
+
+
+def _spread_nodes(req: Request, rnd: Round) -> Formula:
     node = rnd.counts(req.deployment).node
 
     def formula(rows: Rows) -> Floats:
         return np.asarray(100.0 / (1.0 + node[rows]), dtype=np.float64)
-    return _kept(rnd, ("spread-nodes", req.deployment), formula)
+    return formula
+
+
+def spread_nodes(req: Request, rnd: Round) -> Floats:
+    return _kept(rnd, ("spread-nodes", req.deployment), _spread_nodes(req, rnd))
 
 
 def stay_put(req: Request, rnd: Round) -> Floats:
@@ -255,29 +277,47 @@ def stay_put(req: Request, rnd: Round) -> Floats:
     return out
 
 
-def topology_spread(req: Request, rnd: Round) -> Floats:
-    """Preferred spread constraints: 100 in the emptiest domain, less the more the
-    node's domain holds above it; 0 for nodes without the scope's label."""
+def _topology_spread(req: Request, rnd: Round, domains: Callable[[Scope], Ints],
+                     size: int) -> Floats:
+    """The topology-spread score of ``size`` rows (nodes or places) whose domain
+    index at each scope ``domains`` gives."""
     total = None
     preferred = [s for s in req.spread if not s.required]
     counts = rnd.counts(req.deployment)
     for spread in preferred:
-        index, size = rnd.domain(spread.scope)
+        _, count = rnd.domain(spread.scope)
         per_domain = counts.node if spread.scope is Scope.NODE else counts.domains[spread.scope]
-        if size == 0:
+        if count == 0:
             continue
-        held = per_domain[:size]
+        held = per_domain[:count]
         # The last cell scores the nodes without the label: 0.
-        cell = np.zeros(size + 1)
-        np.divide(100.0, 1.0 + held - held.min(), out=cell[:size])
-        vector = cell.take(index)
+        cell = np.zeros(count + 1)
+        np.divide(100.0, 1.0 + held - held.min(), out=cell[:count])
+        vector = cell.take(domains(spread.scope))
         if total is None:
             total = vector  # 0 + x is x: scores are never -0
         else:
             total += vector
     if total is None:
-        return np.zeros(len(rnd.nodes))
+        return np.zeros(size)
     return total if len(preferred) == 1 else total / len(preferred)
+
+
+def topology_spread_by_place(req: Request, rnd: Round) -> Floats | None:
+    """:func:`topology_spread` per place; None when a constraint spreads over nodes."""
+    if any(s.scope is Scope.NODE for s in req.spread if not s.required):
+        return None
+    _, domains = _places(rnd)
+    return _topology_spread(req, rnd, domains.__getitem__, len(domains[Scope.SITE]))
+
+
+def topology_spread(req: Request, rnd: Round) -> Floats:
+    """Preferred spread constraints: 100 in the emptiest domain, less the more the
+    node's domain holds above it; 0 for nodes without the scope's label."""
+    by_place = topology_spread_by_place(req, rnd)
+    if by_place is not None:
+        return by_place.take(_places(rnd)[0])
+    return _topology_spread(req, rnd, lambda scope: rnd.domain(scope)[0], len(rnd.nodes))
 
 
 def affinity(req: Request, rnd: Round) -> Floats:
@@ -297,18 +337,23 @@ def affinity(req: Request, rnd: Round) -> Floats:
 
 Score = Callable[[Request, Round], Floats]
 Applies = Callable[[Request, Round], bool]
+Local = Callable[[Request, Round], Formula]
+ByPlace = Callable[[Request, Round], Floats | None]
 
 
 @dataclass(frozen=True, slots=True)
 class ScorePlugin:
     """``static``: depends only on the request's spec and the round's nodes.
-    ``local``: changes only on the node a replica is reserved on."""
+    ``local``: changes only on the node a replica is reserved on; the score at any
+    rows. ``by_place``: the score per place (see :func:`_places`), or None where it
+    is not a function of the place for this request."""
 
     name: str
     score: Score
     applies: Applies
     static: bool
-    local: bool = False
+    local: Local | None = None
+    by_place: ByPlace | None = None
 
 
 def _always(req: Request, rnd: Round) -> bool:
@@ -316,18 +361,19 @@ def _always(req: Request, rnd: Round) -> bool:
 
 
 _PLUGINS = [
-    ScorePlugin("least-allocated", least_allocated, _always, False, local=True),
-    ScorePlugin("headroom", headroom, _always, False, local=True),
-    ScorePlugin("spread-sites", spread_sites, _always, False),
-    ScorePlugin("spread-nodes", spread_nodes, _always, False, local=True),
+    ScorePlugin("least-allocated", least_allocated, _always, False, local=_least_allocated),
+    ScorePlugin("headroom", headroom, _always, False, local=_headroom),
+    ScorePlugin("spread-sites", spread_sites, _always, False, by_place=spread_sites_by_place),
+    ScorePlugin("spread-nodes", spread_nodes, _always, False, local=_spread_nodes),
     ScorePlugin("stay-put", stay_put, lambda req, rnd: req.current_node is not None, False),
     ScorePlugin("user-rtt", user_rtt, lambda req, rnd: bool(req.users), True),
     ScorePlugin("data-locality", data_locality, lambda req, rnd: bool(req.data_sets), True),
     ScorePlugin("image-locality", image_locality,
                 lambda req, rnd: bool(req.image) and bool(_has_image(req, rnd).any()), True),
-    ScorePlugin("balanced", balanced, _always, False, local=True),
+    ScorePlugin("balanced", balanced, _always, False, local=_balanced),
     ScorePlugin("topology-spread", topology_spread,
-                lambda req, rnd: any(not s.required for s in req.spread), False),
+                lambda req, rnd: any(not s.required for s in req.spread), False,
+                by_place=topology_spread_by_place),
     ScorePlugin("affinity", affinity, lambda req, rnd: bool(req.preferences), False),
     ScorePlugin("cost", cost, lambda req, rnd: bool(
         (~np.isnan(rnd.numbers(PRICE_LABEL))).any()), True),
@@ -360,13 +406,14 @@ def active_weights(req: Request, rnd: Round) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How one deployment is scored in a round: the active plugins and weights, the
-    static vectors and their weighted sum, computed once."""
+    static vectors (the rows of one matrix) and their weighted sum, computed once."""
 
     weights: dict[str, float]
     static: dict[str, Floats]
+    static_rows: Floats  # the static vectors, one row each, in the order of ``static``
     static_total: Floats  # sum of the static vectors times their share of the weights
-    local: list[tuple[str, Score, float]]  # plugin, its function, its share
-    dynamic: list[tuple[str, Score, float]]  # the other plugins that are not static
+    local: list[tuple[str, Local, float]]  # plugin, its formula, its share
+    dynamic: list[tuple[ScorePlugin, float]]  # the other plugins that are not static
 
 
 def _plan_key(req: Request) -> tuple[object, ...]:
@@ -381,45 +428,131 @@ def plan(req: Request, rnd: Round) -> Plan:
         return cached[1]  # type: ignore[no-any-return]
     weights = active_weights(req, rnd)
     weight_sum = sum(weights.values()) or 1.0
-    static = {name: SCORES[name].score(req, rnd) for name in weights if SCORES[name].static}
+    names = [name for name in weights if SCORES[name].static]
+    rows = np.empty((len(names), len(rnd.nodes)))
+    for k, name in enumerate(names):
+        rows[k] = SCORES[name].score(req, rnd)
+    static = dict(zip(names, rows, strict=True))
     total = np.zeros(len(rnd.nodes))
     for name, vector in static.items():
         total += weights[name] / weight_sum * vector
-    shares = [(name, SCORES[name].score, weights[name] / weight_sum) for name in weights
+    shares = [(SCORES[name], weights[name] / weight_sum) for name in weights
               if not SCORES[name].static]
-    result = Plan(weights=weights, static=static, static_total=total,
-                  local=[s for s in shares if SCORES[s[0]].local],
-                  dynamic=[s for s in shares if not SCORES[s[0]].local])
+    result = Plan(weights=weights, static=static, static_rows=rows, static_total=total,
+                  local=[(p.name, p.local, share) for p, share in shares if p.local],
+                  dynamic=[(p, share) for p, share in shares if not p.local])
     rnd.cache[key] = (_plan_key(req), result)
     return result
 
 
+@dataclass(slots=True)
+class _LocalPart:
+    """A deployment's local score vectors (one row each, in the order of the plan's
+    local plugins) and the static and local plugins' part of its total, as of the
+    ``since``-th reservation of the round."""
+
+    plan: Plan
+    formulas: list[Formula]
+    vectors: Floats
+    part: Floats
+    since: int
+
+
+def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
+    """The static and local plugins' part of the total, kept for the round: every
+    row the first time, then only the rows reserved since, where the local plugins
+    are computed once for their vectors and the part both (the same formulas over
+    other rows: the same floats)."""
+    # Keyed by what the local plugins read besides the round; the plan makes sure.
+    key = ("local-part", req.deployment, req.current_node is None, req.cpu_millis,
+           req.memory_bytes)
+    seen = len(rnd.touched)
+    kept: _LocalPart | None = rnd.cache.get(key)
+    if kept is None or kept.plan is not p:
+        formulas = [local(req, rnd) for _, local, _ in p.local]
+        vectors = np.empty((len(formulas), len(rnd.nodes)))
+        for k, formula in enumerate(formulas):
+            vectors[k] = formula(slice(None))
+        kept = _LocalPart(plan=p, formulas=formulas, vectors=vectors,
+                          part=_part(p, slice(None), list(vectors)), since=seen)
+        rnd.cache[key] = kept
+    elif kept.since != seen:
+        rows = _reserved_since(rnd, kept.since)
+        values = [formula(rows) for formula in kept.formulas]
+        for k, at_rows in enumerate(values):
+            kept.vectors[k, rows] = at_rows
+        kept.part[rows] = _part(p, rows, values)
+        kept.since = seen
+    return kept
+
+
+def _part(p: Plan, rows: Rows, local: list[Floats]) -> Floats:
+    """The static total plus each local plugin's share of its score, at ``rows``."""
+    part = p.static_total[rows].copy()
+    for (_, _, share), values in zip(p.local, local, strict=True):
+        part += share * values
+    return part
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """The weighted total of every node, and the active plugins' scores: groups of
+    plugins whose scores are the rows of one matrix over the nodes or, with a place
+    index, over the places. They are read at a few rows for the explanation (one
+    gather per group) and never spread to every node."""
+
+    total: Floats
+    order: list[str]  # the active plugins in the order of the weights
+    groups: list[tuple[list[str], Floats, Ints | None]]
+
+    def at(self, rows: Ints) -> dict[str, list[float]]:
+        """Each plugin's score at ``rows``, in the order of the weights."""
+        found: dict[str, list[float]] = {}
+        for names, matrix, index in self.groups:
+            cells = rows if index is None else index.take(rows)
+            found.update(zip(names, matrix[:, cells].tolist(), strict=True))
+        return {name: found[name] for name in self.order}
+
+    def vectors(self) -> dict[str, Floats]:
+        """Each plugin's score of every node, in the order of the weights."""
+        found: dict[str, Floats] = {}
+        for names, matrix, index in self.groups:
+            found.update(zip(names, matrix if index is None else matrix[:, index], strict=True))
+        return {name: found[name] for name in self.order}
+
+
+def weigh(req: Request, rnd: Round) -> Scored:
+    """The weighted total over every node. The static and local plugins' part is
+    kept for the round (see :func:`_local_part`); the other plugins are added to it
+    on every call, in the order of the weights, each as one gather of its share per
+    place where it has one (a share times a score is the same float per place as
+    per node)."""
+    p = plan(req, rnd)
+    kept = _local_part(req, rnd, p)
+    groups: list[tuple[list[str], Floats, Ints | None]] = [
+        (list(p.static), p.static_rows, None), ([name for name, _, _ in p.local], kept.vectors, None)]
+    total = None
+    for plugin, share in p.dynamic:
+        by_place = plugin.by_place(req, rnd) if plugin.by_place else None
+        if by_place is None:
+            vector = plugin.score(req, rnd)
+            groups.append(([plugin.name], vector[np.newaxis], None))
+            weighted = share * vector
+        else:
+            places = _places(rnd)[0]
+            groups.append(([plugin.name], by_place[np.newaxis], places))
+            weighted = (share * by_place).take(places)
+        if total is None:
+            total = weighted
+            total += kept.part  # x + y is y + x, float for float
+        else:
+            total += weighted
+    return Scored(total=kept.part.copy() if total is None else total, order=list(p.weights),
+                  groups=groups)
+
+
 def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
     """The weighted total over every node, and each active plugin's vector (in the
-    order of the weights) for the explanation. The static and local plugins' part
-    of the total is kept for the round like the local vectors themselves (see
-    :func:`_kept`); the other plugins are added to it on every call."""
-    p = plan(req, rnd)
-    vectors = dict(p.static)
-    for name, function, _ in p.local:
-        vectors[name] = function(req, rnd)
-
-    def formula(rows: Rows) -> Floats:
-        part = p.static_total[rows].copy()
-        for name, _, share in p.local:
-            part += share * vectors[name][rows]
-        return part
-    # Keyed by what the local plugins read besides the round; the basis makes sure.
-    key = ("local-total", req.deployment, req.current_node is None, req.cpu_millis,
-           req.memory_bytes)
-    kept = _kept(rnd, key, formula, (p, *(vectors[name] for name, _, _ in p.local)))
-    total = None
-    for name, function, share in p.dynamic:
-        vector = function(req, rnd)
-        vectors[name] = vector
-        if total is None:
-            total = share * vector
-            total += kept  # x + y is y + x, float for float
-        else:
-            total += share * vector
-    return (kept.copy() if total is None else total), {name: vectors[name] for name in p.weights}
+    order of the weights)."""
+    scored = weigh(req, rnd)
+    return scored.total, scored.vectors()
