@@ -6,7 +6,7 @@ the explanation, so it neither dilutes the others nor shows as noise.
 Static plugins (user RTT, data and image locality, cost, PreferNoSchedule
 taints) depend only on the request's spec and the round's nodes and are
 computed once per deployment and round. Local plugins (least-allocated,
-balanced, spread over nodes) change only on the node a replica is reserved on;
+headroom, balanced, spread over nodes) change only on the node a replica is reserved on;
 they, and each deployment's weighted sum of them and the static plugins, are
 kept for the round and rewritten at the reserved rows only (see
 ``_local_part``). Spread over sites and topology spread over sites, regions
