@@ -9,9 +9,10 @@ sent to any agent, so moving them disturbs nothing. For a replica that fits
 nowhere, each node it passes the static filters on is tried in turn (best score
 first): replicas of other deployments placed earlier in this pass are taken off
 it, newest first, until the stuck replica fits there; it is placed, then the
-replicas taken off are placed again. If any of them then fits nowhere,
-everything is put back as it was and the next node is tried. Every decision that
-comes out is an ordinary ``place`` decision, explained as any other.
+replicas taken off are placed again. If any of them then fits nowhere, or one
+went where the stuck replica's own rules (anti-affinity, say) no longer allow
+it, everything is put back as it was and the next node is tried. Every decision
+that comes out is an ordinary ``place`` decision, explained as any other.
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ class Room:
     @property
     def note(self) -> str:
         moves = ", ".join(f"{m.decision.request.deployment}/{m.decision.request.slot} to "
-                          f"{m.decision.node}" for m in self.moved)
-        return f"room made on {self.node} by moving {moves}"
+                          f"{m.decision.node}" for m in self.moved
+                          if m.decision.node != m.origin)
+        return f"room made on {self.node} by moving {moves or 'nothing'}"
 
 
 def moved_note(moved: Moved, req: Request) -> str:
+    """A replica taken off a node may land on it again (room was made elsewhere)."""
+    if moved.decision.node == moved.origin:
+        return f"placed again on {moved.origin} while making room for {req.deployment}/{req.slot}"
     return f"moved from {moved.origin} to make room for {req.deployment}/{req.slot}"
 
 
@@ -100,9 +105,23 @@ def _try(req: Request, node: str, newest_first: list[tuple[int, Decision]],
             _put_back(taken, [mine, *again], rnd)
             return None
         again.append(moved)
+    if not _still_fits(mine, rnd):
+        _put_back(taken, [mine, *again], rnd)
+        return None
     moves = tuple(Moved(position=position, origin=node, decision=moved)
                   for (position, _), moved in zip(reversed(taken), again, strict=True))
     return Room(decision=mine, node=node, moved=moves)
+
+
+def _still_fits(decision: Decision, rnd: Round) -> bool:
+    """Whether the stuck replica's node still passes its filters with the moved
+    replicas where they went (one that went back next to it could break its
+    anti-affinity, which only the replica being placed checks)."""
+    assert decision.node is not None
+    rnd.unreserve(decision.request, decision.node)
+    fits = bool(evaluate(decision.request, rnd).fits[rnd.index[decision.node]])
+    rnd.reserve(decision.request, decision.node)
+    return fits
 
 
 def _put_back(taken: list[tuple[int, Decision]], placed: list[Decision], rnd: Round) -> None:

@@ -11,7 +11,15 @@ from dataclasses import replace
 from federation.inventory import Node
 from federation.planning import decide, dry_run, new_round, request_for
 from federation.scheduler import Scope, place
-from policies.model import Deployment, Placement, Port, Selector, SpreadConstraint
+from policies.model import (
+    AffinityTerm,
+    Deployment,
+    Placement,
+    Port,
+    Selector,
+    SpreadConstraint,
+)
+from policies.model import Scope as PolicyScope
 from tests.unit.core.test_planning import GiB, node, spec, specs
 
 
@@ -112,6 +120,27 @@ def test_when_no_move_helps_the_pass_is_left_exactly_as_it_was() -> None:
     assert decided[1].message.startswith("0/2 nodes fit: ")
     assert rnd.free_cpu.tolist() == [before[0][0] - 1500, before[0][1]]
     assert rnd.room[1] == before[2][1]
+    assert rnd.placed == {"web": Counter({"big": 1})}
+
+
+def test_room_is_not_made_by_moving_a_replica_back_next_to_what_shuns_it() -> None:
+    """``db`` shuns ``web`` on the node; taken off ``big``, ``web`` fits nowhere but
+    ``big`` again, which would put it next to ``db``: no room is made."""
+    nodes, web, _ = _cornered()
+    nodes[0] = replace(nodes[0], capacity=replace(nodes[0].capacity, allocatable=replace(
+        nodes[0].capacity.allocatable, cpu_millis=4000)))
+    nodes[1] = replace(nodes[1], capacity=replace(nodes[1].capacity, allocatable=replace(
+        nodes[1].capacity.allocatable, cpu_millis=1000)))
+    shy = replace(spec("db", replicas=1, cpu=2000, memory=256 * 1024**2), placement=Placement(
+        node_selector=Selector(match_labels={"disk": "ssd"}),
+        anti_affinity=(AffinityTerm(selector=Selector(match_labels={"app": "web"}),
+                                    scope=PolicyScope.NODE, required=True),)))
+    web, shy = replace(web, labels={"app": "web"}), replace(shy, labels={"app": "db"})
+    rnd = new_round(nodes, [], specs(web, shy))
+    decided = decide([request_for(web, 0, 1), request_for(shy, 0, 1)], rnd)
+    assert [d.decision.node for d in decided] == ["big", None]
+    assert decided[1].message.startswith(
+        "0/2 nodes fit: 1 anti-affinity with app=web on the node")
     assert rnd.placed == {"web": Counter({"big": 1})}
 
 
