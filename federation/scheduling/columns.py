@@ -193,17 +193,20 @@ class Round:
             self.ports[port] = np.zeros(len(self.nodes), dtype=np.bool_)
         return self.ports[port]
 
-    def _take(self, i: int, usage: Usage | Request) -> None:
-        self.free_cpu[i] -= usage.cpu_millis
-        self.free_mem[i] -= usage.memory_bytes
-        self.used_cpu[i] += usage.cpu_millis
-        self.used_mem[i] += usage.memory_bytes
+    def _take(self, i: int, usage: Usage | Request, sign: int = 1) -> None:
+        """Hold ``usage`` on row ``i`` (``sign`` -1: give it back; a host port given
+        back stays taken where committed work holds it)."""
+        self.free_cpu[i] -= sign * usage.cpu_millis
+        self.free_mem[i] -= sign * usage.memory_bytes
+        self.used_cpu[i] += sign * usage.cpu_millis
+        self.used_mem[i] += sign * usage.memory_bytes
         self.room[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_mem[i]
-        self.free_disk[i] -= usage.disk_bytes
+        self.free_disk[i] -= sign * usage.disk_bytes
         for kind, count in usage.devices.items():
-            self._device(kind)[i] -= count
+            self._device(kind)[i] -= sign * count
         for port in usage.host_ports:
-            self._port(port)[i] = True
+            self._port(port)[i] = sign > 0 or \
+                port in self.committed.get(self.node_names[i], _EMPTY).host_ports
 
     def _build_taints(self) -> dict[Taint, Bools]:
         """Which nodes carry each distinct taint (from node and site labels)."""
@@ -359,18 +362,7 @@ class Round:
             placed = self.placed[request.deployment] = Counter()
         placed[node] += 1
         self.deployment_labels.setdefault(request.deployment, request.labels)
-        i = self.index[node]
-        self._take(i, request)
-        self.touched.append(i)
-        counts = self._counts.get(request.deployment)
-        if counts is not None:
-            counts.node[i] += 1
-            for index, size, per_domain, scores in counts.cells:
-                cell = int(index[i])
-                replicas = int(per_domain[cell]) + 1
-                per_domain[cell] = replicas
-                if cell < size:  # the unlabelled bucket's score stays 0
-                    scores[cell] = 100.0 / (1.0 + replicas)
+        self._count(request, self.index[node], 1)
 
     def unreserve(self, request: Request, node: str) -> None:
         """Give back what :meth:`reserve` held for ``request`` on ``node``: every
@@ -387,31 +379,22 @@ class Round:
             del placed[node]
             if not placed:
                 del self.placed[request.deployment]
-        i = self.index[node]
-        self._give(i, request)
+        self._count(request, self.index[node], -1)
+
+    def _count(self, request: Request, i: int, step: int) -> None:
+        """Take (``step`` 1) or give back (-1) ``request``'s share on row ``i`` and
+        move the deployment's replica counts and spread scores with it."""
+        self._take(i, request, step)
         self.touched.append(i)
         counts = self._counts.get(request.deployment)
         if counts is not None:
-            counts.node[i] -= 1
+            counts.node[i] += step
             for index, size, per_domain, scores in counts.cells:
                 cell = int(index[i])
-                replicas = int(per_domain[cell]) - 1
+                replicas = int(per_domain[cell]) + step
                 per_domain[cell] = replicas
-                if cell < size:
+                if cell < size:  # the unlabelled bucket's score stays 0
                     scores[cell] = 100.0 / (1.0 + replicas)
-
-    def _give(self, i: int, request: Request) -> None:
-        self.free_cpu[i] += request.cpu_millis
-        self.free_mem[i] += request.memory_bytes
-        self.used_cpu[i] -= request.cpu_millis
-        self.used_mem[i] -= request.memory_bytes
-        self.room[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_mem[i]
-        self.free_disk[i] += request.disk_bytes
-        for kind, count in request.devices.items():
-            self._device(kind)[i] += count
-        committed = self.committed.get(self.node_names[i], _EMPTY).host_ports
-        for port in request.host_ports:
-            self._port(port)[i] = port in committed
 
     def free(self, node: Node) -> tuple[int, int]:
         i = self.index[node.name]

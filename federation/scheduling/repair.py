@@ -24,7 +24,7 @@ from federation.scheduling.columns import Round
 from federation.scheduling.filters import evaluate, static_fits
 from federation.scheduling.place import place
 from federation.scheduling.request import Decision, Request
-from federation.scheduling.scores import score
+from federation.scheduling.scores import weigh
 
 NODES_TRIED = 8  # nodes tried per stuck replica
 MOVES_PER_NODE = 4  # replicas taken off one node at most
@@ -74,7 +74,7 @@ def make_room(req: Request, placed: Sequence[tuple[int, Decision]], rnd: Round) 
         if decision.node is not None and decision.request.deployment != req.deployment:
             by_node.setdefault(decision.node, []).append((position, decision))
     allowed = static_fits(req, rnd)
-    total, _ = score(req, rnd)
+    total = weigh(req, rnd).total
     candidates = [node for node in by_node if allowed[rnd.index[node]]]
     candidates.sort(key=lambda node: (-float(total[rnd.index[node]]), node))
     for node in candidates[:NODES_TRIED]:
