@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from federation.inventory import Node, NodeState, site_labels
-from federation.scheduler import DEFAULT_WEIGHTS, Request, RttSource, Scope
+from federation.scheduler import DEFAULT_WEIGHTS, Apart, Request, RttSource, Scope
 from policies.model import Selector, TaintEffect, Toleration, TolerationOperator
 
 MASK = (1 << 64) - 1
@@ -77,6 +77,7 @@ class LoopRound:
         self.ports: dict[str, set[int]] = {n.name: set() for n in self.nodes}
         self.placed: dict[str, Counter[str]] = {}
         self.deployment_labels: dict[str, Mapping[str, str]] = {}
+        self.deployment_apart: dict[str, tuple[Apart, ...]] = {}
         self.node_hash = {n.name: _hash(n.name) for n in self.nodes}
         self.by_name = {n.name: n for n in self.nodes}
         self.by_domain: dict[tuple[str, Scope, str], int] = {}
@@ -115,6 +116,8 @@ class LoopRound:
         self.ports[node.name] |= set(req.host_ports)
         self.placed.setdefault(req.deployment, Counter())[node.name] += 1
         self.deployment_labels.setdefault(req.deployment, req.labels)
+        if req.apart:
+            self.deployment_apart.setdefault(req.deployment, req.apart)
         for scope in Scope:
             domain = self.domain(node, scope)
             if domain is not None:
@@ -164,6 +167,10 @@ def _refused(req: Request, node: Node, rnd: LoopRound) -> bool:
         return True
     for term in req.apart:
         if rnd.matching(term.selector, node, term.scope):
+            return True
+    for other, terms in rnd.deployment_apart.items():  # what shuns this replica
+        if other != req.deployment and any(term.selector.matches(req.labels)
+                                           and rnd.count(other, node, term.scope) for term in terms):
             return True
     for near in req.near:
         anywhere = any(rnd.placed.get(d) for d in rnd.placed

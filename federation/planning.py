@@ -250,8 +250,10 @@ def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
         committed[slot.node] = committed.get(slot.node, Usage()).plus(req)
         placed.setdefault(slot.deployment, Counter())[slot.node] += 1
     labels = {name: spec.labels for name, spec in specs.items() if name != exclude}
+    apart = {name: terms for name, spec in specs.items()
+             if name != exclude and (terms := request_for(spec, 0, 0).apart)}
     return Round(nodes=list(nodes), committed=committed, placed=placed, deployment_labels=labels,
-                 rtt=rtt)
+                 deployment_apart=apart, rtt=rtt)
 
 
 def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.inventory import Node, NodeState, site_labels
-from federation.scheduling.request import Request, RttSource, Scope, Usage
+from federation.scheduling.request import Apart, Request, RttSource, Scope, Usage
 from policies.model import Selector, TaintEffect
 
 Bools = NDArray[np.bool_]
@@ -92,7 +92,10 @@ class Round:
     ``committed`` is what the controller has already assigned to each node
     (desired state), so capacity reports lagging behind commands do not let a
     node be over-committed. ``placed`` counts replicas per deployment and node;
-    ``deployment_labels`` holds the labels affinity rules match. ``rtt`` gives
+    ``deployment_labels`` holds the labels affinity rules match and
+    ``deployment_apart`` each deployment's required anti-affinity terms: a replica
+    may not land where it would break the terms of replicas already there, as
+    their own replicas may not land next to what they shun. ``rtt`` gives
     round-trip times from user locations (None: every RTT unknown).
     """
 
@@ -100,6 +103,7 @@ class Round:
     committed: dict[str, Usage] = field(default_factory=dict)
     placed: dict[str, Counter[str]] = field(default_factory=dict)
     deployment_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    deployment_apart: dict[str, tuple[Apart, ...]] = field(default_factory=dict)
     # Reserved by placements in this round: always on top of what is already used.
     reserved: dict[str, Usage] = field(default_factory=dict)
     rtt: RttSource | None = None
@@ -127,6 +131,9 @@ class Round:
         # The node of every reservation, in order: vectors kept in ``cache`` that change
         # only on the node a replica takes are rewritten at the rows reserved since.
         self.touched: list[int] = []
+        # Bumped whenever a deployment joins or leaves ``placed`` (``unreserve`` can
+        # take the last replica off): what ``matching`` remembers is keyed by it.
+        self.membership = 0
         self._build_resources(nodes)
         self.ready = np.array([n.state is NodeState.READY for n in nodes], dtype=np.bool_)
         self.states = [n.state.value for n in nodes]
@@ -309,8 +316,9 @@ class Round:
 
     def matching(self, selector: Selector) -> list[str]:
         """Deployments with replicas in the round whose labels ``selector`` matches
-        (remembered per selector until a deployment joins the round)."""
-        key = ("matching", id(selector), len(self.placed), len(self.deployment_labels))
+        (remembered per selector until a deployment joins or leaves the round)."""
+        key = ("matching", id(selector), self.membership, len(self.placed),
+               len(self.deployment_labels))
         cached = self.cache.get(key)
         if cached is None or cached[0] is not selector:
             cached = (selector, [d for d in self.placed
@@ -360,8 +368,13 @@ class Round:
         placed = self.placed.get(request.deployment)
         if placed is None:
             placed = self.placed[request.deployment] = Counter()
+            self.membership += 1
         placed[node] += 1
-        self.deployment_labels.setdefault(request.deployment, request.labels)
+        if request.deployment not in self.deployment_labels:
+            self.deployment_labels[request.deployment] = request.labels
+            self.membership += 1
+        if request.apart:
+            self.deployment_apart.setdefault(request.deployment, request.apart)
         self._count(request, self.index[node], 1)
 
     def unreserve(self, request: Request, node: str) -> None:
@@ -379,6 +392,7 @@ class Round:
             del placed[node]
             if not placed:
                 del self.placed[request.deployment]
+                self.membership += 1
         self._count(request, self.index[node], -1)
 
     def _count(self, request: Request, i: int, step: int) -> None:

@@ -28,7 +28,7 @@ from federation.scheduling.refusal import (
     selector_mask,
     selector_refusals,
 )
-from federation.scheduling.request import Rejection, Request, Scope
+from federation.scheduling.request import Apart, Rejection, Request, Scope
 from policies.model import Selector, TaintEffect, Toleration, TolerationOperator
 
 # -- static filters ----------------------------------------------------------------------
@@ -255,10 +255,33 @@ def describe_selector(selector: Selector) -> str:
 
 
 def anti_affinity_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
-    return nonempty(
-        fixed(rnd.matching_in_domain(term.selector, term.scope) > 0,
-              f"anti-affinity with {describe_selector(term.selector)} on the {term.scope.value}")
-        for term in req.apart)
+    """The replica's own required anti-affinity terms, and those of the other
+    deployments in the round that shun it: no replica lands in a domain holding
+    one it shuns or one that shuns it (as Kubernetes checks existing pods' terms
+    against an incoming pod)."""
+    own = [fixed(rnd.matching_in_domain(term.selector, term.scope) > 0,
+                 f"anti-affinity with {describe_selector(term.selector)} on the {term.scope.value}")
+           for term in req.apart]
+    theirs = [fixed(rnd.in_domain(other, term.scope) > 0,
+                    f"{other}'s anti-affinity with {describe_selector(term.selector)} on the "
+                    f"{term.scope.value}")
+              for other, term in shunned_by(req, rnd) if rnd.placed.get(other)]
+    return nonempty(own + theirs)
+
+
+def shunned_by(req: Request, rnd: Round) -> list[tuple[str, Apart]]:
+    """The required anti-affinity terms of other deployments in the round that match
+    the replica's labels (its own terms are its own filter's). Remembered until a
+    deployment with terms joins the round."""
+    key = ("shunned-by", req.deployment)
+    joined = len(rnd.deployment_apart)
+    cached = rnd.cache.get(key)
+    if cached is not None and cached[0] == joined and cached[1] == req.labels:
+        return cached[2]  # type: ignore[no-any-return]
+    found = [(other, term) for other, terms in rnd.deployment_apart.items()
+             if other != req.deployment for term in terms if term.selector.matches(req.labels)]
+    rnd.cache[key] = (joined, req.labels, found)
+    return found
 
 
 def affinity_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
@@ -382,9 +405,10 @@ class FilterPlugin:
     name: str
     check: Check
     static: bool
-    # Whether the request asks for what the filter checks; a dynamic filter that
-    # does not apply is skipped for the whole round (it would refuse nothing).
-    applies: Callable[[Request], bool] = lambda req: True
+    # Whether the request asks for what the filter checks (or, for anti-affinity, a
+    # deployment in the round shuns it); a dynamic filter that does not apply is
+    # skipped (it would refuse nothing).
+    applies: Callable[[Request, Round], bool] = lambda req, rnd: True
 
     def __call__(self, req: Request, node: Node, rnd: Round) -> list[Rejection]:
         return refusals(req, node, rnd, (self.name,))
@@ -401,17 +425,20 @@ _PLUGINS = [
     FilterPlugin("no-execute", no_execute_checker, True),
     FilterPlugin("latency", latency_checker, True),
     FilterPlugin("resources", resources_checker, False),
-    FilterPlugin("devices", devices_checker, False, lambda req: bool(req.devices)),
-    FilterPlugin("host-ports", host_port_checker, False, lambda req: bool(req.host_ports)),
-    FilterPlugin("max-per-node", max_per_node_checker, False, lambda req: req.max_per_node > 0),
-    FilterPlugin("max-per-site", max_per_site_checker, False, lambda req: req.max_per_site > 0),
-    FilterPlugin("anti-affinity", anti_affinity_checker, False, lambda req: bool(req.apart)),
-    FilterPlugin("affinity", affinity_checker, False, lambda req: bool(req.near)),
+    FilterPlugin("devices", devices_checker, False, lambda req, rnd: bool(req.devices)),
+    FilterPlugin("host-ports", host_port_checker, False, lambda req, rnd: bool(req.host_ports)),
+    FilterPlugin("max-per-node", max_per_node_checker, False,
+                 lambda req, rnd: req.max_per_node > 0),
+    FilterPlugin("max-per-site", max_per_site_checker, False,
+                 lambda req, rnd: req.max_per_site > 0),
+    FilterPlugin("anti-affinity", anti_affinity_checker, False,
+                 lambda req, rnd: bool(req.apart) or bool(shunned_by(req, rnd))),
+    FilterPlugin("affinity", affinity_checker, False, lambda req, rnd: bool(req.near)),
     # After the others: it reads what fits.
-    FilterPlugin("split", split_checker, False, lambda req: bool(req.split)),
+    FilterPlugin("split", split_checker, False, lambda req, rnd: bool(req.split)),
     # Last: it reads what the others let through.
     FilterPlugin("spread", spread_checker, False,
-                 lambda req: any(spread.required for spread in req.spread)),
+                 lambda req, rnd: any(spread.required for spread in req.spread)),
 ]
 FILTERS: dict[str, FilterPlugin] = {p.name: p for p in _PLUGINS}
 # What a placed replica must still pass to stay where it runs, checked again on
@@ -456,7 +483,7 @@ class Verdict:
 def _static_key(req: Request) -> tuple[object, ...]:
     """What the static filters read, and what the dynamic filters' ``applies`` read."""
     return (req.has_command, req.node_selector, req.site_selector, req.countries, req.regions,
-            req.tolerations, req.users,
+            req.tolerations, req.users, req.labels,
             req.devices, req.host_ports, req.max_per_node, req.max_per_site, req.apart, req.near,
             req.split, req.spread)
 
@@ -466,11 +493,18 @@ Static = tuple[dict[str, list[Refusal]], Bools, Tally, list[FilterPlugin]]
 
 def _static(req: Request, rnd: Round) -> Static:
     """The static filters' verdict and the dynamic filters that apply, decided once
-    per deployment and round."""
+    per deployment and round (which apply again when a deployment with
+    anti-affinity terms joins the round)."""
     cached = rnd.cache.get(("static", req.deployment))
     key = _static_key(req)
+    joined = len(rnd.deployment_apart)
     if cached is not None and cached[0] == key:
-        return cached[1]  # type: ignore[no-any-return]
+        if cached[1] == joined:
+            return cached[2]  # type: ignore[no-any-return]
+        verdict: Static = cached[2]
+        result = (*verdict[:3], [p for p in _DYNAMIC if p.applies(req, rnd)])
+        rnd.cache[("static", req.deployment)] = (key, joined, result)
+        return result
     fits = np.ones(len(rnd.nodes), dtype=np.bool_)
     out: dict[str, list[Refusal]] = {}
     counts: dict[str, int] = {}
@@ -481,8 +515,8 @@ def _static(req: Request, rnd: Round) -> Static:
             for refusal in out[plugin.name]:
                 fits &= ~refusal.mask
                 tally(refusal.explain(refusal.mask), counts, numbers)
-    result = (out, fits, (counts, numbers), [p for p in _DYNAMIC if p.applies(req)])
-    rnd.cache[("static", req.deployment)] = (key, result)
+    result = (out, fits, (counts, numbers), [p for p in _DYNAMIC if p.applies(req, rnd)])
+    rnd.cache[("static", req.deployment)] = (key, joined, result)
     return result
 
 

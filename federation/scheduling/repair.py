@@ -9,9 +9,9 @@ sent to any agent, so moving them disturbs nothing. For a replica that fits
 nowhere, each node it passes the static filters on is tried in turn (best score
 first): replicas of other deployments placed earlier in this pass are taken off
 it, newest first, until the stuck replica fits there; it is placed, then the
-replicas taken off are placed again. If any of them then fits nowhere, or one
-went where the stuck replica's own rules (anti-affinity, say) no longer allow
-it, everything is put back as it was and the next node is tried. Every decision
+replicas taken off are placed again. If any of them then fits nowhere, or the
+stuck replica's node no longer passes its own filters with them where they went,
+everything is put back as it was and the next node is tried. Every decision
 that comes out is an ordinary ``place`` decision, explained as any other.
 """
 
@@ -115,8 +115,10 @@ def _try(req: Request, node: str, newest_first: list[tuple[int, Decision]],
 
 def _still_fits(decision: Decision, rnd: Round) -> bool:
     """Whether the stuck replica's node still passes its filters with the moved
-    replicas where they went (one that went back next to it could break its
-    anti-affinity, which only the replica being placed checks)."""
+    replicas where they went. ``place`` checks each moved replica against it (both
+    ways for anti-affinity), so this is a net for what only the stuck replica's
+    own filters see: a required affinity group it started alone, say, that a
+    moved replica then joined elsewhere."""
     assert decision.node is not None
     rnd.unreserve(decision.request, decision.node)
     fits = bool(evaluate(decision.request, rnd).fits[rnd.index[decision.node]])

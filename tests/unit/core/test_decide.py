@@ -167,3 +167,24 @@ def test_unreserve_is_the_exact_inverse_of_reserve() -> None:
     assert rnd.placed["web"] == Counter({first.node: 1})
     # The same replica decides the same way as before it was taken back.
     assert place(request_for(web, 1, 1), rnd).node == again.node
+
+
+def test_a_deployment_that_left_the_pass_while_making_room_is_counted_again() -> None:
+    """``db`` shuns ``db`` and ``cache`` on the node; one node has room for two
+    replicas. Room for ``cache`` is tried by taking ``db/0`` off (the round then
+    holds no db at all) and fails; the round is put back, and ``db/2`` is still
+    kept off the node ``db/0`` holds."""
+    nodes = [node("n1", cpu=200, memory=2 * 1024**2)]
+    db = replace(spec("db", cpu=100, memory=1024**2), labels={"app": "db"},
+                 placement=Placement(anti_affinity=tuple(
+                     AffinityTerm(selector=Selector(match_labels={"app": app}),
+                                  scope=PolicyScope.NODE, required=True)
+                     for app in ("db", "cache"))))
+    cache = replace(spec("cache", cpu=100, memory=1024**2), labels={"app": "cache"})
+    rnd = new_round(nodes, [], specs(db, cache))
+    decided = decide([request_for(db, 0, 1), request_for(cache, 1, 1), request_for(db, 2, 1)],
+                     rnd)
+    assert [d.decision.node for d in decided] == ["n1", None, None]
+    assert decided[1].message == "0/1 nodes fit: 1 db's anti-affinity with app=cache on the node"
+    assert decided[2].message == "0/1 nodes fit: 1 anti-affinity with app=db on the node"
+    assert rnd.placed == {"db": Counter({"n1": 1})}

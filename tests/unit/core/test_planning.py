@@ -23,7 +23,7 @@ from federation.planning import (
     request_for,
     unenforced,
 )
-from federation.scheduler import Apart, Preference, Request, Usage
+from federation.scheduler import Apart, Preference, Request, Usage, place
 from federation.scheduler import Scope as SchedulerScope
 from policies.model import (
     AffinityTerm,
@@ -145,6 +145,23 @@ def test_new_round_commits_every_placed_slot_but_the_excluded_deployment() -> No
     assert rnd.placed == {"web": Counter({"n1": 2, "n2": 1}), "db": Counter({"n1": 1})}
     without_web = new_round([node("n1"), node("n2")], records, specs(web, db), exclude="web")
     assert without_web.committed == {"n1": Usage(cpu_millis=500, memory_bytes=512 * MiB)}
+
+
+def test_a_running_deployment_keeps_what_its_anti_affinity_shuns_off_its_nodes() -> None:
+    """The round knows the required anti-affinity terms of the deployments already
+    running: db, which has no terms, is not placed next to web, which shuns it."""
+    web = replace(spec("web"), labels={"app": "web"}, placement=Placement(anti_affinity=(
+        AffinityTerm(selector=Selector(match_labels={"app": "db"}), scope=Scope.NODE,
+                     required=True),)))
+    db = replace(spec("db"), labels={"app": "db"})
+    rnd = new_round([node("n1"), node("n2")], [placed(0, "n1", dep=web)], specs(web, db))
+    assert rnd.deployment_apart == {"web": request_for(web, 0, 1).apart}
+    planned = dry_run(db, [node("n1"), node("n2")], slots(placed(0, "n1", dep=web)),
+                      specs(web, db))
+    assert [p.node for p in planned] == ["n2", "n2", "n2"]
+    rnd = new_round([node("n1")], [placed(0, "n1", dep=web)], specs(web, db))
+    assert place(request_for(db, 0, 1), rnd).explanation.message == (
+        "0/1 nodes fit: 1 web's anti-affinity with app=db on the node")
 
 
 # -- dry_run -------------------------------------------------------------------------

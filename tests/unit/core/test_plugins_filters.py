@@ -256,6 +256,44 @@ def test_anti_affinity_at_every_scope(scope: Scope, db_on: str, allowed: list[st
     assert [r.reason for r in refused] == [f"anti-affinity with app=db on the {scope.value}"]
 
 
+@pytest.mark.parametrize(("scope", "web_on", "allowed"), [
+    (Scope.NODE, "a1", ["a2", "b1", "c1", "x1"]),
+    (Scope.SITE, "a1", ["b1", "c1", "x1"]),
+    (Scope.REGION, "a1", ["c1", "x1"]),
+    (Scope.PROVIDER, "a1", ["b1", "x1"]),
+])
+def test_anti_affinity_holds_both_ways(scope: Scope, web_on: str, allowed: list[str]) -> None:
+    """web shuns db and runs on ``web_on``: a db replica, which has no terms of its
+    own, is kept out of web's domain too, with web named in the reason."""
+    rnd = topology()
+    rnd.placed["web"] = Counter({web_on: 1})
+    rnd.deployment_apart["web"] = (Apart(selector=sel(app="db"), scope=scope),)
+    db = request(deployment="db", labels={"app": "db"})
+    assert fits(rnd, db) == allowed
+    refused = refusals(db, rnd.by_name["a1"], rnd)
+    assert [r.reason for r in refused] == [f"web's anti-affinity with app=db on the {scope.value}"]
+    # A deployment web's terms do not match goes anywhere.
+    assert fits(rnd, request(deployment="cache", labels={"app": "cache"})) == rnd.node_names
+
+
+def test_a_deployment_that_joins_the_round_with_terms_keeps_what_it_shuns_away() -> None:
+    """The terms come with the first reserved replica: db, placed before and after
+    web arrives, is kept off web's node only after."""
+    rnd = topology()
+    db = request(deployment="db", labels={"app": "db"})
+    assert place(db, rnd).node is not None
+    web = request(deployment="web", labels={"app": "web"}, slot=0,
+                  apart=(Apart(selector=sel(app="db"), scope=Scope.NODE),))
+    there = place(web, rnd).node
+    assert there is not None
+    decision = place(request(deployment="db", labels={"app": "db"}, slot=1), rnd)
+    assert decision.node not in (None, there)
+    assert there not in fits(rnd, request(deployment="db", labels={"app": "db"}, slot=2))
+    # web's own replicas are kept apart by its own term only: it does not shun itself.
+    assert there in fits(rnd, request(deployment="web", labels={"app": "web"}, slot=1,
+                                      apart=web.apart))
+
+
 @pytest.mark.parametrize(("scope", "db_on", "allowed"), [
     (Scope.NODE, "a1", ["a1"]),
     (Scope.SITE, "a1", ["a1", "a2"]),

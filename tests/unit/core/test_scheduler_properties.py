@@ -95,8 +95,10 @@ def rtt_of(node: Node) -> float:
     return 10.0 + (7 * int(node.name[1:])) % 60
 
 
-def allowed(req: Request, node: Node, nodes: list[Node], ledger: Ledger) -> bool:
-    """Every rule except required spread, one node at a time, from first principles."""
+def allowed(req: Request, node: Node, nodes: list[Node], ledger: Ledger,
+            terms: Mapping[str, tuple[Apart, ...]]) -> bool:
+    """Every rule except required spread, one node at a time, from first principles.
+    ``terms``: each deployment's required anti-affinity terms."""
     cap = node.capacity
     assert cap is not None
     if node.state is not NodeState.READY:
@@ -129,7 +131,22 @@ def allowed(req: Request, node: Node, nodes: list[Node], ledger: Ledger) -> bool
         near = [node.name] if term.scope is Scope.NODE else same_site
         if sum(db[n] for n in near):
             return False
+    # Both ways: nor may it land next to a replica of a deployment that shuns it.
+    for other, placed in ledger.replicas.items():
+        for term in terms.get(other, ()) if other != req.deployment else ():
+            near = [node.name] if term.scope is Scope.NODE else same_site
+            if term.selector.matches(req.labels) and sum(placed[n] for n in near):
+                return False
     return True
+
+
+def one_spec_each(reqs: list[Request]) -> list[Request]:
+    """The requests numbered by slot, every replica of a deployment with the
+    anti-affinity terms of its first (replicas of a deployment share its spec)."""
+    terms: dict[str, tuple[Apart, ...]] = {}
+    return [Request(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
+                       "slot": slot, "apart": terms.setdefault(base.deployment, base.apart)})
+            for slot, base in enumerate(reqs)]
 
 
 def spread_allows(req: Request, node: Node, plain: list[Node], ledger: Ledger,
@@ -158,10 +175,10 @@ def test_placements_obey_every_rule_and_explain_themselves(nodes: list[Node],
     rtt = TableRtt({("berlin", n.name): rtt_of(n) for n in nodes})
     rnd = Round(nodes=nodes, rtt=rtt)
     ledger = Ledger()
-    for slot, base in enumerate(reqs):
-        req = Request(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
-                         "slot": slot})
-        plain = [n for n in nodes if allowed(req, n, nodes, ledger)]
+    reqs = one_spec_each(reqs)
+    terms = {req.deployment: req.apart for req in reqs}
+    for req in reqs:
+        plain = [n for n in nodes if allowed(req, n, nodes, ledger, terms)]
         fits = [n for n in plain if spread_allows(req, n, plain, ledger, site_of)]
         totals, _ = score(req, rnd)
         refused = [n for n in nodes if n not in fits]
@@ -357,3 +374,37 @@ def test_making_room_in_a_pass_keeps_capacity_and_leaves_a_consistent_round(
     for req in reqs:
         (kept, _), (built, _) = score(req, rnd), score(req, fresh)
         assert np.array_equal(kept, built)
+
+
+APPS = ("web", "db", "cache")
+terms_strategy = st.lists(st.tuples(st.sampled_from(APPS), st.sampled_from([Scope.NODE, Scope.SITE])),
+                          max_size=2).map(lambda pairs: tuple(
+                              Apart(selector=Selector(match_labels={"app": app}), scope=scope)
+                              for app, scope in pairs))
+
+
+@settings(max_examples=60, deadline=None)
+@given(nodes=nodes_strategy, terms=st.fixed_dictionaries({app: terms_strategy for app in APPS}),
+       order=st.lists(st.sampled_from(APPS), min_size=1, max_size=10))
+def test_no_replica_ends_next_to_one_it_shuns_whichever_came_first(
+        nodes: list[Node], terms: dict[str, tuple[Apart, ...]], order: list[str]) -> None:
+    """Required anti-affinity holds both ways at the end of a pass: whatever the
+    order the replicas came in, no placed replica shares its node (or site) with a
+    replica of a deployment its terms shun."""
+    rnd = Round(nodes=nodes)
+    reqs = [Request(deployment=app, slot=slot, generation=1, labels={"app": app},
+                    cpu_millis=100, memory_bytes=MiB, apart=terms[app])
+            for slot, app in enumerate(order)]
+    placed = [(req, d.node) for req, d in zip(reqs, (x.decision for x in decide(reqs, rnd)),
+                                              strict=True) if d.node is not None]
+    site_of = {n.name: n.site for n in nodes}
+    for req, node in placed:
+        for other, there in placed:
+            if other is req:
+                continue
+            for term in req.apart:
+                same = node == there if term.scope is Scope.NODE else \
+                    site_of[node] == site_of[there]
+                assert not (same and term.selector.matches(other.labels)), (
+                    f"{req.deployment}/{req.slot} on {node} shuns {other.deployment}/"
+                    f"{other.slot} on {there} ({term.scope.value})")
