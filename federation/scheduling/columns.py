@@ -112,6 +112,7 @@ class Round:
         nodes = list(self.nodes)
         self.nodes = nodes
         self.node_names = [n.name for n in nodes]
+        self.node_sites = [n.site for n in nodes]
         self.by_name = {n.name: n for n in nodes}
         self.index = {n.name: i for i, n in enumerate(nodes)}
         by_site: dict[str, list[Node]] = {}

@@ -108,15 +108,14 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Ind
 def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
     scored = weigh(req, rnd)
     rows = _top(req, rnd, scored.total, fits, keep)
-    columns = scored.at(rows)
-    return tuple(Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=t,
-                        scores={name: column[k] for name, column in columns.items()})
-                 for k, (i, t) in enumerate(zip(rows.tolist(), scored.total.take(rows).tolist(),
-                                                strict=True)))
+    names, sites = rnd.node_names, rnd.node_sites
+    return tuple(Ranked(node=names[i], site=sites[i], total=t, scores=scores)
+                 for i, t, scores in zip(rows.tolist(), scored.total.take(rows).tolist(),
+                                         scored.at(rows), strict=True))
 
 
 def _pick(req: Request, rnd: Round, i: int, scores: dict[str, float]) -> tuple[Ranked, ...]:
-    return (Ranked(node=rnd.node_names[i], site=rnd.nodes[i].site, total=0.0, scores=scores),)
+    return (Ranked(node=rnd.node_names[i], site=rnd.node_sites[i], total=0.0, scores=scores),)
 
 
 def _random(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:

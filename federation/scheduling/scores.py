@@ -108,6 +108,10 @@ def prefer_no_schedule(req: Request, rnd: Round) -> Floats:
 
 Rows = Ints | slice
 Formula = Callable[[Rows], Floats]
+# The same score of one row, in Python floats: the same operations in the same
+# order as the formula, so the same float (kept scores are caught up with it at
+# the few rows reserved since, where numpy's cost per call would dominate).
+One = Callable[[int], float]
 
 
 def _kept(rnd: Round, key: object, formula: Formula) -> Floats:
@@ -153,6 +157,16 @@ def _least_allocated(req: Request, rnd: Round) -> Formula:
     return formula
 
 
+def _least_allocated_one(req: Request, rnd: Round) -> One:
+    c, m, room, per_cpu, per_mem = req.cpu_millis, req.memory_bytes, rnd.room, rnd.per_cpu, rnd.per_mem
+
+    def one(i: int) -> float:
+        score: float = 100.0 * max(room.item(i) - (c * per_cpu.item(i) + m * per_mem.item(i)),
+                                   0.0)
+        return score
+    return one
+
+
 def least_allocated(req: Request, rnd: Round) -> Floats:
     """What stays free after the replica, as a share of allocatable, cpu and memory
     averaged."""
@@ -169,6 +183,19 @@ def _headroom(req: Request, rnd: Round) -> Formula:
         share = np.maximum(np.minimum(free_cpu, free_mem), 0.0)
         return np.where(both[rows], 100.0 * share, 0.0)
     return formula
+
+
+def _headroom_one(req: Request, rnd: Round) -> One:
+    c, m, (cpu, mem, both) = req.cpu_millis, req.memory_bytes, _capacity(rnd)
+    free_cpu, free_mem = rnd.free_cpu, rnd.free_mem
+
+    def one(i: int) -> float:
+        if not both.item(i):
+            return 0.0
+        score: float = 100.0 * max(min((free_cpu.item(i) - c) / cpu.item(i),
+                                       (free_mem.item(i) - m) / mem.item(i)), 0.0)
+        return score
+    return one
 
 
 def headroom(req: Request, rnd: Round) -> Floats:
@@ -189,6 +216,19 @@ def _balanced(req: Request, rnd: Round) -> Formula:
         share = np.maximum(1.0 - np.abs(used_cpu - used_mem), 0.0)
         return np.where(both[rows], 100.0 * share, 0.0)
     return formula
+
+
+def _balanced_one(req: Request, rnd: Round) -> One:
+    c, m, (cpu, mem, both) = req.cpu_millis, req.memory_bytes, _capacity(rnd)
+    used_cpu, used_mem = rnd.used_cpu, rnd.used_mem
+
+    def one(i: int) -> float:
+        if not both.item(i):
+            return 0.0
+        score: float = 100.0 * max(1.0 - abs((used_cpu.item(i) + c) / cpu.item(i)
+                                             - (used_mem.item(i) + m) / mem.item(i)), 0.0)
+        return score
+    return one
 
 
 def balanced(req: Request, rnd: Round) -> Floats:
@@ -265,6 +305,14 @@ def _spread_nodes(req: Request, rnd: Round) -> Formula:
     return formula
 
 
+def _spread_nodes_one(req: Request, rnd: Round) -> One:
+    node = rnd.counts(req.deployment).node
+
+    def one(i: int) -> float:
+        return 100.0 / (1.0 + node.item(i))
+    return one
+
+
 def spread_nodes(req: Request, rnd: Round) -> Floats:
     return _kept(rnd, ("spread-nodes", req.deployment), _spread_nodes(req, rnd))
 
@@ -338,6 +386,7 @@ def affinity(req: Request, rnd: Round) -> Floats:
 Score = Callable[[Request, Round], Floats]
 Applies = Callable[[Request, Round], bool]
 Local = Callable[[Request, Round], Formula]
+LocalOne = Callable[[Request, Round], One]
 ByPlace = Callable[[Request, Round], Floats | None]
 
 
@@ -345,14 +394,16 @@ ByPlace = Callable[[Request, Round], Floats | None]
 class ScorePlugin:
     """``static``: depends only on the request's spec and the round's nodes.
     ``local``: changes only on the node a replica is reserved on; the score at any
-    rows. ``by_place``: the score per place (see :func:`_places`), or None where it
-    is not a function of the place for this request."""
+    rows, and ``one``, the same score of one row. ``by_place``: the score per
+    place (see :func:`_places`), or None where it is not a function of the place
+    for this request."""
 
     name: str
     score: Score
     applies: Applies
     static: bool
     local: Local | None = None
+    one: LocalOne | None = None
     by_place: ByPlace | None = None
 
 
@@ -361,16 +412,18 @@ def _always(req: Request, rnd: Round) -> bool:
 
 
 _PLUGINS = [
-    ScorePlugin("least-allocated", least_allocated, _always, False, local=_least_allocated),
-    ScorePlugin("headroom", headroom, _always, False, local=_headroom),
+    ScorePlugin("least-allocated", least_allocated, _always, False, local=_least_allocated,
+                one=_least_allocated_one),
+    ScorePlugin("headroom", headroom, _always, False, local=_headroom, one=_headroom_one),
     ScorePlugin("spread-sites", spread_sites, _always, False, by_place=spread_sites_by_place),
-    ScorePlugin("spread-nodes", spread_nodes, _always, False, local=_spread_nodes),
+    ScorePlugin("spread-nodes", spread_nodes, _always, False, local=_spread_nodes,
+                one=_spread_nodes_one),
     ScorePlugin("stay-put", stay_put, lambda req, rnd: req.current_node is not None, False),
     ScorePlugin("user-rtt", user_rtt, lambda req, rnd: bool(req.users), True),
     ScorePlugin("data-locality", data_locality, lambda req, rnd: bool(req.data_sets), True),
     ScorePlugin("image-locality", image_locality,
                 lambda req, rnd: bool(req.image) and bool(_has_image(req, rnd).any()), True),
-    ScorePlugin("balanced", balanced, _always, False, local=_balanced),
+    ScorePlugin("balanced", balanced, _always, False, local=_balanced, one=_balanced_one),
     ScorePlugin("topology-spread", topology_spread,
                 lambda req, rnd: any(not s.required for s in req.spread), False,
                 by_place=topology_spread_by_place),
@@ -381,6 +434,7 @@ _PLUGINS = [
                 lambda req, rnd: bool(_soft_taints(req, rnd)), True),
 ]
 SCORES: dict[str, ScorePlugin] = {p.name: p for p in _PLUGINS}
+assert all(p.one for p in _PLUGINS if p.local), "a local plugin also scores one row"
 # Weights when the policy names none. User RTT dominates whenever a deployment
 # declares users: among the nodes that fit, being near the users matters more than
 # spreading or packing. Least-allocated, headroom and balanced keep the busiest
@@ -413,6 +467,7 @@ class Plan:
     static_rows: Floats  # the static vectors, one row each, in the order of ``static``
     static_total: Floats  # sum of the static vectors times their share of the weights
     local: list[tuple[str, Local, float]]  # plugin, its formula, its share
+    local_one: list[LocalOne]  # the plugins' formulas of one row, in the same order
     dynamic: list[tuple[ScorePlugin, float]]  # the other plugins that are not static
 
 
@@ -440,6 +495,7 @@ def plan(req: Request, rnd: Round) -> Plan:
               if not SCORES[name].static]
     result = Plan(weights=weights, static=static, static_rows=rows, static_total=total,
                   local=[(p.name, p.local, share) for p, share in shares if p.local],
+                  local_one=[p.one for p, _ in shares if p.local and p.one],
                   dynamic=[(p, share) for p, share in shares if not p.local])
     rnd.cache[key] = (_plan_key(req), result)
     return result
@@ -452,7 +508,7 @@ class _LocalPart:
     ``since``-th reservation of the round."""
 
     plan: Plan
-    formulas: list[Formula]
+    ones: list[One]
     vectors: Floats
     part: Floats
     since: int
@@ -460,28 +516,31 @@ class _LocalPart:
 
 def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
     """The static and local plugins' part of the total, kept for the round: every
-    row the first time, then only the rows reserved since, where the local plugins
-    are computed once for their vectors and the part both (the same formulas over
-    other rows: the same floats)."""
+    row the first time (the plugins' formulas over all rows), then only the rows
+    reserved since, one row at a time (the plugins' formulas of one row: the same
+    floats), each plugin computed once for its vector and the part both."""
     # Keyed by what the local plugins read besides the round; the plan makes sure.
     key = ("local-part", req.deployment, req.current_node is None, req.cpu_millis,
            req.memory_bytes)
     seen = len(rnd.touched)
     kept: _LocalPart | None = rnd.cache.get(key)
     if kept is None or kept.plan is not p:
-        formulas = [local(req, rnd) for _, local, _ in p.local]
-        vectors = np.empty((len(formulas), len(rnd.nodes)))
-        for k, formula in enumerate(formulas):
-            vectors[k] = formula(slice(None))
-        kept = _LocalPart(plan=p, formulas=formulas, vectors=vectors,
+        vectors = np.empty((len(p.local), len(rnd.nodes)))
+        for k, (_, local, _) in enumerate(p.local):
+            vectors[k] = local(req, rnd)(slice(None))
+        kept = _LocalPart(plan=p, ones=[one(req, rnd) for one in p.local_one], vectors=vectors,
                           part=_part(p, slice(None), list(vectors)), since=seen)
         rnd.cache[key] = kept
     elif kept.since != seen:
-        rows = _reserved_since(rnd, kept.since)
-        values = [formula(rows) for formula in kept.formulas]
-        for k, at_rows in enumerate(values):
-            kept.vectors[k, rows] = at_rows
-        kept.part[rows] = _part(p, rows, values)
+        static, vectors, part = p.static_total, kept.vectors, kept.part
+        shares = [share for _, _, share in p.local]
+        for i in rnd.touched[kept.since:]:
+            total = static.item(i)
+            for k, one in enumerate(kept.ones):
+                value = one(i)
+                vectors[k, i] = value
+                total += shares[k] * value  # as _part adds them
+            part[i] = total
         kept.since = seen
     return kept
 
@@ -505,13 +564,16 @@ class Scored:
     order: list[str]  # the active plugins in the order of the weights
     groups: list[tuple[list[str], Floats, Ints | None]]
 
-    def at(self, rows: Ints) -> dict[str, list[float]]:
-        """Each plugin's score at ``rows``, in the order of the weights."""
+    def at(self, rows: Ints) -> list[dict[str, float]]:
+        """Per row of ``rows``, each plugin's score, in the order of the weights."""
         found: dict[str, list[float]] = {}
         for names, matrix, index in self.groups:
             cells = rows if index is None else index.take(rows)
-            found.update(zip(names, matrix[:, cells].tolist(), strict=True))
-        return {name: found[name] for name in self.order}
+            found.update(zip(names, matrix.take(cells, axis=1).tolist(), strict=True))
+        if not self.order:
+            return [{} for _ in rows]
+        return [dict(zip(self.order, row, strict=True))
+                for row in zip(*(found[name] for name in self.order), strict=True)]
 
     def vectors(self) -> dict[str, Floats]:
         """Each plugin's score of every node, in the order of the weights."""
