@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,46 +73,45 @@ def histogram(verdict: Verdict) -> tuple[dict[str, int], dict[str, str]]:
 # -- selecting ---------------------------------------------------------------------------------
 
 
-def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int) -> Indices:
-    """The ``keep`` best nodes that fit: highest total first, equal totals in the
-    order of the seeded hash. ``keep`` passes of argmax find the best totals; one
-    more finds the nodes equal to the last of them, and only equal totals are hashed."""
+def _top(req: Request, rnd: Round, total: Floats, fits: Bools,
+         keep: int) -> tuple[Indices, list[float]]:
+    """The ``keep`` best nodes that fit, and their totals: highest total first, equal
+    totals in the order of the seeded hash. ``total`` is used up (the nodes that do
+    not fit are set to -inf in it). ``keep + 1`` passes of argmax find the best
+    totals: when they all differ (the usual case), the first ``keep`` are the
+    answer; otherwise every node equal to the last kept total is found and hashed."""
     nothing = -np.inf
-    masked = np.where(fits, total, nothing)
+    np.putmask(total, ~fits, nothing)
     picked: list[int] = []
     values: list[float] = []
-    for _ in range(keep):
-        i = int(masked.argmax())
-        value = masked.item(i)
+    for _ in range(keep + 1):
+        i = int(total.argmax())
+        value = total.item(i)
         if value == nothing:
             break
         picked.append(i)
         values.append(value)
-        masked[i] = nothing
-    rows = np.array(picked, dtype=np.int64)
-    if not picked:
-        return rows
-    bar = values[-1]
-    at_bar = masked == bar
-    if not at_bar.any() and len(set(values)) == len(values):
-        return rows  # argmax took them best first
-    more = np.flatnonzero(at_bar)
-    at = np.array(values)
-    above, level = rows[at > bar], np.concatenate((rows[at == bar], more))
+        total[i] = nothing
+    if all(a > b for a, b in pairwise(values)):
+        return np.array(picked[:keep], dtype=np.int64), values[:keep]  # best first
+    total[picked] = values  # back as they were
+    bar = values[min(keep, len(values)) - 1]
+    above = np.array([i for i, v in zip(picked, values, strict=True) if v > bar], dtype=np.int64)
+    level = np.flatnonzero(total == bar)
     want = keep - len(above)
     if len(level) > want:  # many equal nodes: hash them, order only the first few
         level = level[np.argpartition(tie_keys(req, rnd, level), want - 1)[:want]]
     rows = np.concatenate((above, level))
-    return rows[np.lexsort((tie_keys(req, rnd, rows), -total[rows]))]
+    rows = rows[np.lexsort((tie_keys(req, rnd, rows), -total[rows]))]
+    return rows, total.take(rows).tolist()
 
 
 def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:
     scored = weigh(req, rnd)
-    rows = _top(req, rnd, scored.total, fits, keep)
+    rows, totals = _top(req, rnd, scored.total, fits, keep)
     names, sites = rnd.node_names, rnd.node_sites
     return tuple(Ranked(node=names[i], site=sites[i], total=t, scores=scores)
-                 for i, t, scores in zip(rows.tolist(), scored.total.take(rows).tolist(),
-                                         scored.at(rows), strict=True))
+                 for i, t, scores in zip(rows.tolist(), totals, scored.at(rows), strict=True))
 
 
 def _pick(req: Request, rnd: Round, i: int, scores: dict[str, float]) -> tuple[Ranked, ...]:

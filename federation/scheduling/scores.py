@@ -503,13 +503,15 @@ def plan(req: Request, rnd: Round) -> Plan:
 
 @dataclass(slots=True)
 class _LocalPart:
-    """A deployment's local score vectors (one row each, in the order of the plan's
-    local plugins) and the static and local plugins' part of its total, as of the
-    ``since``-th reservation of the round."""
+    """A deployment's static and local score vectors (one row each: the plan's
+    static plugins, then its local plugins, as ``names`` lists them) and the static
+    and local plugins' part of its total, as of the ``since``-th reservation of
+    the round."""
 
     plan: Plan
     ones: list[One]
-    vectors: Floats
+    names: list[str]
+    scores: Floats  # the static rows are copied once; the local rows are kept
     part: Floats
     since: int
 
@@ -525,20 +527,24 @@ def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
     seen = len(rnd.touched)
     kept: _LocalPart | None = rnd.cache.get(key)
     if kept is None or kept.plan is not p:
-        vectors = np.empty((len(p.local), len(rnd.nodes)))
+        first = len(p.static)
+        scores = np.empty((first + len(p.local), len(rnd.nodes)))
+        scores[:first] = p.static_rows
         for k, (_, local, _) in enumerate(p.local):
-            vectors[k] = local(req, rnd)(slice(None))
-        kept = _LocalPart(plan=p, ones=[one(req, rnd) for one in p.local_one], vectors=vectors,
-                          part=_part(p, slice(None), list(vectors)), since=seen)
+            scores[first + k] = local(req, rnd)(slice(None))
+        kept = _LocalPart(plan=p, ones=[one(req, rnd) for one in p.local_one],
+                          names=[*p.static, *(name for name, _, _ in p.local)], scores=scores,
+                          part=_part(p, slice(None), list(scores[first:])), since=seen)
         rnd.cache[key] = kept
     elif kept.since != seen:
-        static, vectors, part = p.static_total, kept.vectors, kept.part
+        static, scores, part = p.static_total, kept.scores, kept.part
+        first = len(p.static)
         shares = [share for _, _, share in p.local]
         for i in rnd.touched[kept.since:]:
             total = static.item(i)
             for k, one in enumerate(kept.ones):
                 value = one(i)
-                vectors[k, i] = value
+                scores[first + k, i] = value
                 total += shares[k] * value  # as _part adds them
             part[i] = total
         kept.since = seen
@@ -591,8 +597,7 @@ def weigh(req: Request, rnd: Round) -> Scored:
     per node)."""
     p = plan(req, rnd)
     kept = _local_part(req, rnd, p)
-    groups: list[tuple[list[str], Floats, Ints | None]] = [
-        (list(p.static), p.static_rows, None), ([name for name, _, _ in p.local], kept.vectors, None)]
+    groups: list[tuple[list[str], Floats, Ints | None]] = [(kept.names, kept.scores, None)]
     total = None
     for plugin, share in p.dynamic:
         by_place = plugin.by_place(req, rnd) if plugin.by_place else None
