@@ -335,12 +335,18 @@ class Round:
             for deployment in self.matching(selector):
                 total += self.counts(deployment).node
             return total
-        index, size = self.domain(scope)
+        return self.matching_per_domain(selector, scope).take(self.domain(scope)[0])
+
+    def matching_per_domain(self, selector: Selector, scope: Scope) -> Ints:
+        """Replicas of the deployments ``selector`` matches in each domain of
+        ``scope`` (not the node scope); the last cell, of the nodes without the
+        scope's label, holds 0."""
+        _, size = self.domain(scope)
         per_domain = np.zeros(size + 1, dtype=np.int64)
         for deployment in self.matching(selector):
             per_domain += self.counts(deployment).domains[scope]
         per_domain[size] = 0
-        return per_domain.take(index)
+        return per_domain
 
     def count_on_site(self, deployment: str, site: str) -> int:
         counts = self.placed.get(deployment, Counter())

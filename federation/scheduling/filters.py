@@ -376,9 +376,14 @@ def _labelled(rnd: Round, scope: Scope) -> tuple[Bools, Bools]:
     return cached
 
 
+_EMPTIEST_TRIED = 3  # domains looked at one by one before every domain is
+
+
 def _emptiest_open(rnd: Round, scope: Scope, per_domain: Ints, open_nodes: Bools) -> int:
-    """The fewest replicas in a domain with an open node: per domain, whether any
-    of its nodes is open, with one gather of the nodes in domain order."""
+    """The fewest replicas in a domain with an open node. The emptiest domains are
+    looked at first, one by one (usually the emptiest has an open node); failing
+    that, per domain whether any of its nodes is open, with one gather of the
+    nodes in domain order."""
     if scope is Scope.NODE:
         return int(per_domain.compress(open_nodes).min())
     cached = rnd.cache.get(("domain-order", scope))
@@ -387,11 +392,16 @@ def _emptiest_open(rnd: Round, scope: Scope, per_domain: Ints, open_nodes: Bools
         order = np.argsort(index, kind="stable")
         # Every domain below ``size`` has a node; the nodes without the label sort
         # last and are never open, so the last domain may run on into them.
-        cached = (order, np.searchsorted(index[order], np.arange(size)))
+        starts = np.searchsorted(index[order], np.arange(size))
+        cached = (order, starts, [*starts[1:].tolist(), len(order)])
         rnd.cache[("domain-order", scope)] = cached
-    order, starts = cached
+    order, starts, ends = cached
+    held = per_domain[:len(starts)]
+    for d in np.argsort(held, kind="stable")[:_EMPTIEST_TRIED].tolist():
+        if open_nodes.take(order[starts[d]:ends[d]]).any():
+            return int(held[d])  # every emptier domain was looked at and is closed
     has_open = np.logical_or.reduceat(open_nodes.take(order), starts)
-    return int(per_domain[:len(starts)].compress(has_open).min())
+    return int(held.compress(has_open).min())
 
 
 Check = Callable[[Request, Round, Bools], list[Refusal]]

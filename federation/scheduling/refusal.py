@@ -61,8 +61,10 @@ def _value_counts(values: Ints) -> tuple[list[int], list[int]]:
     codes and counts, a narrow range: counting beats sorting."""
     if len(values) == 0:
         return [], []
-    low = int(values.min())
-    if int(values.max()) - low > 4 * len(values) + 64:
+    low, high = int(values.min()), int(values.max())
+    if low == high:  # one value (every refused node at the limit, say)
+        return [low], [len(values)]
+    if high - low > 4 * len(values) + 64:
         found, counts = np.unique(values, return_counts=True)
         return found.tolist(), counts.tolist()
     tally = np.bincount(values - low)

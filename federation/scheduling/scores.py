@@ -374,10 +374,15 @@ def affinity(req: Request, rnd: Round) -> Floats:
     total = np.zeros(len(rnd.nodes))
     weights = sum(p.weight for p in req.preferences) or 1
     for term in req.preferences:
-        present = rnd.matching_in_domain(term.selector, term.scope) > 0
         # Whole weights: the sum is exact in any order and any float or int type.
-        total += np.where(present, 0.0, float(term.weight)) if term.apart else \
-            np.where(present, float(term.weight), 0.0)
+        weight = float(term.weight)
+        if term.scope is Scope.NODE:
+            present = rnd.matching_in_domain(term.selector, Scope.NODE) > 0
+            total += (~present if term.apart else present) * weight
+        else:  # worked out per domain, then given to the nodes in one gather
+            present = rnd.matching_per_domain(term.selector, term.scope) > 0
+            total += ((~present if term.apart else present) * weight).take(
+                rnd.domain(term.scope)[0])
     return 100.0 * total / weights
 
 

@@ -327,6 +327,24 @@ def test_required_spread_measures_skew_against_the_emptiest_open_domain() -> Non
     assert "2 site spread skew 2 > maxSkew 1" in decision.explanation.message
 
 
+@pytest.mark.parametrize("closed", [1, 4])
+def test_the_emptiest_open_domain_is_found_past_closed_emptier_ones(closed: int) -> None:
+    """Sites s0.. hold no replica but refuse for another reason (no ``disk`` label);
+    s8 and s9 hold 2 and 3. The emptiest open site is s8: s8 may take one more
+    (skew 1), s9 may not (skew 2). With one closed site the emptiest few are looked
+    at one by one; with four, every site at once."""
+    nodes = [node(f"n{k}", site=f"s{k}") for k in range(closed)]
+    nodes += [node("n8", site="s8", labels={"disk": "ssd"}),
+              node("n9", site="s9", labels={"disk": "ssd"})]
+    rnd = Round(nodes=nodes)
+    rnd.placed["web"] = Counter({"n8": 2, "n9": 3})
+    req = request(spread=(Spread(scope=Scope.SITE, max_skew=1, required=True),),
+                  node_selector=Selector(match_labels={"disk": "ssd"}))
+    assert fits(rnd, req) == ["n8"]
+    assert [r.reason for r in refusals(req, rnd.by_name["n9"], rnd)] == [
+        "site spread skew 2 > maxSkew 1"]
+
+
 def test_required_spread_over_regions_places_evenly() -> None:
     rnd = topology()
     req = request(spread=(Spread(scope=Scope.REGION, max_skew=1, required=True),),
