@@ -361,13 +361,16 @@ class Inventory:
             for name, members in sorted(by_site.items())
         ]
 def site_labels(name: str, members: Iterable[Node]) -> dict[str, str]:
-    """A site's labels: its name plus every label all of its nodes agree on."""
+    """A site's labels: its name plus every label all of its nodes agree on (a node
+    announced but not yet reported knows no labels to agree on)."""
+    return common_labels(name, (node.labels for node in members if node.capacity is not None))
+
+
+def common_labels(name: str, rows: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """``site_labels`` of the labels of a site's reported nodes."""
     common: dict[str, str] | None = None
-    for node in members:
-        if node.capacity is None:
-            continue  # announced but not yet reported: it knows no labels to agree on
-        labels = {k: v for k, v in node.labels.items() if k not in ("node",)}
-        common = labels if common is None else {
+    for labels in rows:
+        common = {k: v for k, v in labels.items() if k != "node"} if common is None else {
             k: v for k, v in common.items() if labels.get(k) == v}
     out = dict(common or {})
     out["site"] = name

@@ -12,6 +12,7 @@ affinity plugins.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.inventory import Node, NodeState, site_labels
+from federation.inventory import Node, NodeState, common_labels
 from federation.scheduling.request import Apart, Request, RttSource, Scope, Usage
 from policies.model import Selector, TaintEffect
 
@@ -81,7 +82,9 @@ class Counts:
     cells: list[tuple[Ints, int, Ints, Floats]]  # per scope: domains, size, counts, scores
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _hash64(text: str) -> int:
+    """Of a node name; remembered, since every round of a pass asks it again."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
@@ -115,14 +118,16 @@ class Round:
         self.node_sites = [n.site for n in nodes]
         self.by_name = {n.name: n for n in nodes}
         self.index = {n.name: i for i, n in enumerate(nodes)}
-        by_site: dict[str, list[Node]] = {}
-        for n in nodes:
-            by_site.setdefault(n.site, []).append(n)
-        self.site_labels = {s: site_labels(s, members) for s, members in by_site.items()}
+        self.node_labels = [n.labels for n in nodes]
+        by_site: dict[str, list[dict[str, str]]] = {}
+        for n, labels in zip(nodes, self.node_labels, strict=True):
+            reported = by_site.setdefault(n.site, [])
+            if n.capacity is not None:  # what site_labels counts
+                reported.append(labels)
+        self.site_labels = {s: common_labels(s, rows) for s, rows in by_site.items()}
         self.sites = list(by_site)
         site_index = {s: i for i, s in enumerate(self.sites)}
         self.site_idx = np.array([site_index[n.site] for n in nodes], dtype=np.int64)
-        self.node_labels = [n.labels for n in nodes]
         self._site_label_rows = [self.site_labels[n.site] for n in nodes]
         self._columns: dict[tuple[str, str], LabelColumn] = {}
         self._numbers: dict[str, Floats] = {}
@@ -141,8 +146,9 @@ class Round:
         self.process_runtime = np.array(
             [n.capacity is not None and n.capacity.runtime == "process" for n in nodes],
             dtype=np.bool_)
-        self.images = [frozenset(n.capacity.images) if n.capacity else frozenset()
-                       for n in nodes]
+        # As reported: asked once per image and round (image-locality).
+        self.images: list[Sequence[str]] = [n.capacity.images if n.capacity else ()
+                                            for n in nodes]
         self.node_hash = np.array([_hash64(name) for name in self.node_names],
                                   dtype=np.uint64)
         self.taints = self._build_taints()
@@ -150,18 +156,12 @@ class Round:
     # -- building -----------------------------------------------------------------
 
     def _build_resources(self, nodes: list[Node]) -> None:
-        size = len(nodes)
-        self.alloc_cpu = np.zeros(size, dtype=np.int64)
-        self.alloc_mem = np.zeros(size, dtype=np.int64)
-        self.alloc_disk = np.zeros(size, dtype=np.int64)
-        used = np.zeros((3, size), dtype=np.int64)
         self.devices: dict[str, Ints] = {}
         self.ports: dict[int, Bools] = {}
+        rows: list[tuple[int, int, int, int, int, int]] = []  # allocatable, then used
         for i, n in enumerate(nodes):
             alloc = n.allocatable
-            self.alloc_cpu[i], self.alloc_mem[i] = alloc.cpu_millis, alloc.memory_bytes
-            self.alloc_disk[i] = alloc.disk_bytes
-            mine = self.committed.get(n.name, Usage())
+            mine = self.committed.get(n.name, _EMPTY)
             cpu, mem, disk = mine.cpu_millis, mine.memory_bytes, mine.disk_bytes
             if n.capacity is not None:
                 rep = n.capacity.used
@@ -173,7 +173,10 @@ class Round:
                 self._device(kind)[i] -= count
             for port in mine.host_ports:
                 self._port(port)[i] = True
-            used[:, i] = (cpu, mem, disk)
+            rows.append((alloc.cpu_millis, alloc.memory_bytes, alloc.disk_bytes, cpu, mem, disk))
+        columns = np.array(rows, dtype=np.int64).reshape(len(nodes), 6).T
+        self.alloc_cpu, self.alloc_mem, self.alloc_disk = (columns[k].copy() for k in range(3))
+        used = columns[3:]
         self.free_cpu = self.alloc_cpu - used[0]
         self.free_mem = self.alloc_mem - used[1]
         self.free_disk = self.alloc_disk - used[2]
@@ -217,16 +220,21 @@ class Round:
                 port in self.committed.get(self.node_names[i], _EMPTY).host_ports
 
     def _build_taints(self) -> dict[Taint, Bools]:
-        """Which nodes carry each distinct taint (from node and site labels)."""
+        """Which nodes carry each distinct taint (from node and site labels; a site's
+        labels are read once and given to its nodes)."""
         out: dict[Taint, Bools] = {}
-        for i, (own, site) in enumerate(zip(self.node_labels, self._site_label_rows,
-                                            strict=True)):
-            for labels in (own, site):
-                for key, text in labels.items():
-                    if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
-                        if taint not in out:
-                            out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
-                        out[taint][i] = True
+        for i, own in enumerate(self.node_labels):
+            for key, text in own.items():
+                if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
+                    if taint not in out:
+                        out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
+                    out[taint][i] = True
+        for s, site in enumerate(self.sites):
+            for key, text in self.site_labels[site].items():
+                if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
+                    if taint not in out:
+                        out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
+                    out[taint] |= self.site_idx == s
         return out
 
     # -- labels ---------------------------------------------------------------------
