@@ -21,6 +21,7 @@ from federation.scheduling.filters import (
     describe_selector,
     evaluate,
     refusals,
+    stay_refused,
 )
 from federation.scheduling.place import STRATEGIES, feasible, place, tie_keys
 from federation.scheduling.refusal import Refusal
@@ -75,5 +76,6 @@ __all__ = [
     "moved_note",
     "place",
     "refusals",
+    "stay_refused",
     "tie_keys",
 ]

@@ -462,6 +462,18 @@ STAY_FILTERS = ("platform", "node-selector", "site-selector", "residency", "no-e
                 "max-per-node", "max-per-site")
 
 
+def stay_refused(req: Request, rnd: Round) -> Bools:
+    """The nodes the label rules among ``STAY_FILTERS`` refuse for ``req`` (from the
+    static filters' masks, kept for the round); the limits count replicas and are
+    the caller's to check."""
+    static = _static(req, rnd)[0]
+    out = np.zeros(len(rnd.nodes), dtype=np.bool_)
+    for name in STAY_FILTERS:
+        for refusal in static.get(name, ()):
+            out |= refusal.mask
+    return out
+
+
 # -- the chain -----------------------------------------------------------------------------
 
 
