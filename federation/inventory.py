@@ -367,11 +367,15 @@ def site_labels(name: str, members: Iterable[Node]) -> dict[str, str]:
 
 
 def common_labels(name: str, rows: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """``site_labels`` of the labels of a site's reported nodes."""
-    common: dict[str, str] | None = None
+    """``site_labels`` of the labels of a site's reported nodes (in the order of the
+    first node's labels)."""
+    first: Mapping[str, str] | None = None
+    shared: set[tuple[str, str]] = set()
     for labels in rows:
-        common = {k: v for k, v in labels.items() if k != "node"} if common is None else {
-            k: v for k, v in common.items() if labels.get(k) == v}
-    out = dict(common or {})
+        if first is None:
+            first, shared = labels, set(labels.items())
+        else:
+            shared.intersection_update(labels.items())
+    out = {k: v for k, v in first.items() if k != "node" and (k, v) in shared} if first else {}
     out["site"] = name
     return out

@@ -165,8 +165,9 @@ class Round:
             cpu, mem, disk = mine.cpu_millis, mine.memory_bytes, mine.disk_bytes
             if n.capacity is not None:
                 rep = n.capacity.used
-                cpu, mem, disk = (max(cpu, rep.cpu_millis), max(mem, rep.memory_bytes),
-                                  max(disk, rep.disk_bytes))
+                cpu, mem, disk = (rep.cpu_millis, rep.memory_bytes, rep.disk_bytes) \
+                    if mine is _EMPTY else (max(cpu, rep.cpu_millis),
+                                            max(mem, rep.memory_bytes), max(disk, rep.disk_bytes))
                 for kind, count in n.capacity.devices.items():
                     self._device(kind)[i] += count
             for kind, count in mine.devices.items():
@@ -224,6 +225,8 @@ class Round:
         labels are read once and given to its nodes)."""
         out: dict[Taint, Bools] = {}
         for i, own in enumerate(self.node_labels):
+            if TAINT_PREFIX not in "\n".join(own):  # most nodes: no taint label at all
+                continue
             for key, text in own.items():
                 if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
                     if taint not in out:
