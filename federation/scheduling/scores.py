@@ -9,11 +9,12 @@ computed once per deployment and round. Local plugins (least-allocated,
 headroom, balanced, spread over nodes) change only on the node a replica is reserved on;
 they, and each deployment's weighted sum of them and the static plugins, are
 kept for the round and rewritten at the reserved rows only, one row at a time
-by each plugin's formula of one row (see ``_local_part``). Spread over sites and topology spread over sites, regions
-and providers depend on the node only through its place (its site, region and
-provider): they are computed and weighted per place and gathered to the nodes
-once (see ``_places``). The explanation reads each plugin's score at the few
-ranked rows only (:class:`Scored`).
+by each plugin's formula of one row (see ``_local_part``). Spread over sites
+and topology spread over sites, regions and providers depend on the node only
+through its place (its site, region and provider): they are computed and
+weighted per place and gathered to the nodes once (see ``_places``). The
+explanation reads each plugin's score at the few ranked rows only
+(:class:`Scored`).
 """
 
 from __future__ import annotations
