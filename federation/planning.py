@@ -30,12 +30,11 @@ from federation.scheduler import (
     Usage,
     Users,
     make_room,
+    may_stay,
     moved_note,
     place,
     refusals,
-    stay_refused,
 )
-from federation.scheduling.columns import Bools
 from policies.model import (
     Container,
     Deployment,
@@ -265,7 +264,7 @@ def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],
     Slots are taken in order, so when a limit is lowered the highest slots move."""
     rnd = Round(nodes=list(nodes))
     out: dict[SlotKey, str] = {}
-    asked: dict[str, tuple[Request, Bools]] = {}
+    asked: dict[str, Request] = {}
     for slot in sorted(slots, key=lambda s: s.key):
         spec = specs.get(slot.deployment)
         node = rnd.by_name.get(slot.node) if slot.node else None
@@ -273,28 +272,15 @@ def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],
                 or slot.index >= spec.replicas):
             continue
         if slot.deployment not in asked:  # the rules read the spec, not the slot
-            req = request_for(spec, slot.index, slot.generation)
-            asked[slot.deployment] = (req, stay_refused(req, rnd))
-        req, refused_here = asked[slot.deployment]
-        if _may_stay(req, rnd.index[node.name], refused_here, rnd):
+            asked[slot.deployment] = request_for(spec, slot.index, slot.generation)
+        req = asked[slot.deployment]
+        if may_stay(req, rnd, rnd.index[node.name]):
             if req.max_per_node > 0 or req.max_per_site > 0:  # only the limits count replicas
                 rnd.reserve(req, node.name)
             continue
         refused = refusals(req, node, rnd, STAY_FILTERS)  # the reasons, in chain order
         out[slot.key] = f"node {node.name} no longer fits: " + ", ".join(r.reason for r in refused)
     return out
-
-
-def _may_stay(req: Request, i: int, refused_here: Bools, rnd: Round) -> bool:
-    """The ``STAY_FILTERS`` at one row: the label rules from their masks, the limits
-    from the replicas counted so far (what their filters compare)."""
-    if refused_here[i]:
-        return False
-    counts = rnd.counts(req.deployment)
-    if req.max_per_node > 0 and counts.node[i] >= req.max_per_node:
-        return False
-    return not (req.max_per_site > 0 and
-                counts.domains[Scope.SITE][rnd.site_idx[i]] >= req.max_per_site)
 
 
 class Change(StrEnum):

@@ -20,8 +20,8 @@ from federation.scheduling.filters import (
     FilterPlugin,
     describe_selector,
     evaluate,
+    may_stay,
     refusals,
-    stay_refused,
 )
 from federation.scheduling.place import STRATEGIES, feasible, place, tie_keys
 from federation.scheduling.refusal import Refusal
@@ -73,9 +73,9 @@ __all__ = [
     "evaluate",
     "feasible",
     "make_room",
+    "may_stay",
     "moved_note",
     "place",
     "refusals",
-    "stay_refused",
     "tie_keys",
 ]

@@ -224,20 +224,19 @@ class Round:
         """Which nodes carry each distinct taint (from node and site labels; a site's
         labels are read once and given to its nodes)."""
         out: dict[Taint, Bools] = {}
+
+        def mark(labels: Mapping[str, str], rows: int | Bools) -> None:
+            for key, text in labels.items():
+                if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
+                    if taint not in out:
+                        out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
+                    out[taint][rows] = True
+
         for i, own in enumerate(self.node_labels):
-            if TAINT_PREFIX not in "\n".join(own):  # most nodes: no taint label at all
-                continue
-            for key, text in own.items():
-                if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
-                    if taint not in out:
-                        out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
-                    out[taint][i] = True
+            if TAINT_PREFIX in "\n".join(own):  # most nodes have no taint label at all
+                mark(own, i)
         for s, site in enumerate(self.sites):
-            for key, text in self.site_labels[site].items():
-                if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
-                    if taint not in out:
-                        out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
-                    out[taint] |= self.site_idx == s
+            mark(self.site_labels[site], self.site_idx == s)
         return out
 
     # -- labels ---------------------------------------------------------------------

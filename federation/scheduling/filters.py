@@ -462,16 +462,26 @@ STAY_FILTERS = ("platform", "node-selector", "site-selector", "residency", "no-e
                 "max-per-node", "max-per-site")
 
 
-def stay_refused(req: Request, rnd: Round) -> Bools:
-    """The nodes the label rules among ``STAY_FILTERS`` refuse for ``req`` (from the
-    static filters' masks, kept for the round); the limits count replicas and are
-    the caller's to check."""
-    static = _static(req, rnd)[0]
-    out = np.zeros(len(rnd.nodes), dtype=np.bool_)
-    for name in STAY_FILTERS:
-        for refusal in static.get(name, ()):
-            out |= refusal.mask
-    return out
+def may_stay(req: Request, rnd: Round, i: int) -> bool:
+    """Whether row ``i`` passes the ``STAY_FILTERS``, checked at that row alone: the
+    label rules from the static filters' masks (gathered once per deployment and
+    round), the limits as their filters compare the replicas counted so far."""
+    static = _static(req, rnd)
+    cached = rnd.cache.get(("stay-refused", req.deployment))
+    if cached is None or cached[0] is not static:
+        refused = np.zeros(len(rnd.nodes), dtype=np.bool_)
+        for name in STAY_FILTERS:
+            for refusal in static[0].get(name, ()):
+                refused |= refusal.mask
+        cached = (static, refused)
+        rnd.cache[("stay-refused", req.deployment)] = cached
+    if cached[1][i]:
+        return False
+    counts = rnd.counts(req.deployment)
+    if req.max_per_node > 0 and counts.node[i] >= req.max_per_node:
+        return False
+    return not (req.max_per_site > 0 and
+                counts.domains[Scope.SITE][rnd.site_idx[i]] >= req.max_per_site)
 
 
 # -- the chain -----------------------------------------------------------------------------

@@ -440,7 +440,6 @@ _PLUGINS = [
                 lambda req, rnd: bool(_soft_taints(req, rnd)), True),
 ]
 SCORES: dict[str, ScorePlugin] = {p.name: p for p in _PLUGINS}
-assert all(p.one for p in _PLUGINS if p.local), "a local plugin also scores one row"
 # Weights when the policy names none. User RTT dominates whenever a deployment
 # declares users: among the nodes that fit, being near the users matters more than
 # spreading or packing. Least-allocated, headroom and balanced keep the busiest
@@ -473,7 +472,6 @@ class Plan:
     static_rows: Floats  # the static vectors, one row each, in the order of ``static``
     static_total: Floats  # sum of the static vectors times their share of the weights
     local: list[tuple[str, Local, float]]  # plugin, its formula, its share
-    local_one: list[LocalOne]  # the plugins' formulas of one row, in the same order
     dynamic: list[tuple[ScorePlugin, float]]  # the other plugins that are not static
 
 
@@ -501,7 +499,6 @@ def plan(req: Request, rnd: Round) -> Plan:
               if not SCORES[name].static]
     result = Plan(weights=weights, static=static, static_rows=rows, static_total=total,
                   local=[(p.name, p.local, share) for p, share in shares if p.local],
-                  local_one=[p.one for p, _ in shares if p.local and p.one],
                   dynamic=[(p, share) for p, share in shares if not p.local])
     rnd.cache[key] = (_plan_key(req), result)
     return result
@@ -538,7 +535,7 @@ def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
         scores[:first] = p.static_rows
         for k, (_, local, _) in enumerate(p.local):
             scores[first + k] = local(req, rnd)(slice(None))
-        kept = _LocalPart(plan=p, ones=[one(req, rnd) for one in p.local_one],
+        kept = _LocalPart(plan=p, ones=[_one_row(name)(req, rnd) for name, _, _ in p.local],
                           names=[*p.static, *(name for name, _, _ in p.local)], scores=scores,
                           part=_part(p, slice(None), list(scores[first:])), since=seen)
         rnd.cache[key] = kept
@@ -555,6 +552,12 @@ def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
             part[i] = total
         kept.since = seen
     return kept
+
+
+def _one_row(name: str) -> LocalOne:
+    one = SCORES[name].one
+    assert one is not None, f"local plugin {name} has no formula of one row"
+    return one
 
 
 def _part(p: Plan, rows: Rows, local: list[Floats]) -> Floats:

@@ -436,3 +436,10 @@ def test_lowering_max_per_node_moves_the_highest_slots() -> None:
     current = [placed(0, "n1", dep=web), placed(1, "n1", dep=web), placed(2, "n2", dep=web)]
     assert misplaced(specs(web), current, three_sites()) == {
         ("web", 1): "node n1 no longer fits: 1 replica already on the node, maxPerNode 1"}
+
+
+def test_lowering_max_per_site_moves_the_highest_slots() -> None:
+    web = replace(with_placement(max_per_site=1), replicas=3)
+    current = [placed(0, "n1", dep=web), placed(1, "n1", dep=web), placed(2, "n2", dep=web)]
+    assert misplaced(specs(web), current, three_sites()) == {
+        ("web", 1): "node n1 no longer fits: 1 replica already on the site, maxPerSite 1"}
