@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation.scheduling.columns import DATA_PREFIX, PRICE_LABEL, Bools, Floats, Ints, Round
+from federation.scheduling.columns import DATA_PREFIX, PRICE_LABEL, Bools, Floats, Ints, Round, Row
 from federation.scheduling.filters import tolerates
 from federation.scheduling.request import Request, Scope
 from policies.model import TaintEffect
@@ -109,10 +109,11 @@ def prefer_no_schedule(req: Request, rnd: Round) -> Floats:
 
 Rows = Ints | slice
 Formula = Callable[[Rows], Floats]
-# The same score of one row, in Python floats: the same operations in the same
-# order as the formula, so the same float (kept scores are caught up with it at
-# the few rows reserved since, where numpy's cost per call would dominate).
-One = Callable[[int], float]
+# The same score of one row (its index, and its resource columns as read after the
+# last reservation there), in Python floats: the same operations in the same order
+# as the formula, so the same float (kept scores are caught up with it at the few
+# rows reserved since, where numpy's cost per call would dominate).
+One = Callable[[int, Row], float]
 
 
 def _kept(rnd: Round, key: object, formula: Formula) -> Floats:
@@ -159,12 +160,10 @@ def _least_allocated(req: Request, rnd: Round) -> Formula:
 
 
 def _least_allocated_one(req: Request, rnd: Round) -> One:
-    c, m, room, per_cpu, per_mem = req.cpu_millis, req.memory_bytes, rnd.room, rnd.per_cpu, rnd.per_mem
+    c, m = req.cpu_millis, req.memory_bytes
 
-    def one(i: int) -> float:
-        score: float = 100.0 * max(room.item(i) - (c * per_cpu.item(i) + m * per_mem.item(i)),
-                                   0.0)
-        return score
+    def one(i: int, row: Row) -> float:
+        return 100.0 * max(row.room - (c * row.per_cpu + m * row.per_mem), 0.0)
     return one
 
 
@@ -187,15 +186,13 @@ def _headroom(req: Request, rnd: Round) -> Formula:
 
 
 def _headroom_one(req: Request, rnd: Round) -> One:
-    c, m, (cpu, mem, both) = req.cpu_millis, req.memory_bytes, _capacity(rnd)
-    free_cpu, free_mem = rnd.free_cpu, rnd.free_mem
+    c, m = req.cpu_millis, req.memory_bytes
 
-    def one(i: int) -> float:
-        if not both.item(i):
+    def one(i: int, row: Row) -> float:
+        if row.alloc_cpu <= 0 or row.alloc_mem <= 0:  # as _capacity's ``both``
             return 0.0
-        score: float = 100.0 * max(min((free_cpu.item(i) - c) / cpu.item(i),
-                                       (free_mem.item(i) - m) / mem.item(i)), 0.0)
-        return score
+        return 100.0 * max(min((row.free_cpu - c) / row.alloc_cpu,
+                               (row.free_mem - m) / row.alloc_mem), 0.0)
     return one
 
 
@@ -220,15 +217,13 @@ def _balanced(req: Request, rnd: Round) -> Formula:
 
 
 def _balanced_one(req: Request, rnd: Round) -> One:
-    c, m, (cpu, mem, both) = req.cpu_millis, req.memory_bytes, _capacity(rnd)
-    used_cpu, used_mem = rnd.used_cpu, rnd.used_mem
+    c, m = req.cpu_millis, req.memory_bytes
 
-    def one(i: int) -> float:
-        if not both.item(i):
+    def one(i: int, row: Row) -> float:
+        if row.alloc_cpu <= 0 or row.alloc_mem <= 0:  # as _capacity's ``both``
             return 0.0
-        score: float = 100.0 * max(1.0 - abs((used_cpu.item(i) + c) / cpu.item(i)
-                                             - (used_mem.item(i) + m) / mem.item(i)), 0.0)
-        return score
+        return 100.0 * max(1.0 - abs((row.used_cpu + c) / row.alloc_cpu
+                                     - (row.used_mem + m) / row.alloc_mem), 0.0)
     return one
 
 
@@ -309,7 +304,7 @@ def _spread_nodes(req: Request, rnd: Round) -> Formula:
 def _spread_nodes_one(req: Request, rnd: Round) -> One:
     node = rnd.counts(req.deployment).node
 
-    def one(i: int) -> float:
+    def one(i: int, row: Row) -> float:
         return 100.0 / (1.0 + node.item(i))
     return one
 
@@ -465,14 +460,17 @@ def active_weights(req: Request, rnd: Round) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How one deployment is scored in a round: the active plugins and weights, the
-    static vectors (the rows of one matrix) and their weighted sum, computed once."""
+    static vectors (the columns of one matrix) and their weighted sum, computed once."""
 
     weights: dict[str, float]
     static: dict[str, Floats]
-    static_rows: Floats  # the static vectors, one row each, in the order of ``static``
+    static_columns: Floats  # node by static plugin, in the order of ``static``
     static_total: Floats  # sum of the static vectors times their share of the weights
     local: list[tuple[str, Local, float]]  # plugin, its formula, its share
     dynamic: list[tuple[ScorePlugin, float]]  # the other plugins that are not static
+    # Where each plugin of ``weights`` is among the static, local and dynamic ones,
+    # in that order (the order of a weighed request's score columns).
+    order: list[int]
 
 
 def _plan_key(req: Request) -> tuple[object, ...]:
@@ -488,33 +486,35 @@ def plan(req: Request, rnd: Round) -> Plan:
     weights = active_weights(req, rnd)
     weight_sum = sum(weights.values()) or 1.0
     names = [name for name in weights if SCORES[name].static]
-    rows = np.empty((len(names), len(rnd.nodes)))
+    columns = np.empty((len(rnd.nodes), len(names)))
     for k, name in enumerate(names):
-        rows[k] = SCORES[name].score(req, rnd)
-    static = dict(zip(names, rows, strict=True))
+        columns[:, k] = SCORES[name].score(req, rnd)
+    static = {name: columns[:, k] for k, name in enumerate(names)}
     total = np.zeros(len(rnd.nodes))
     for name, vector in static.items():
         total += weights[name] / weight_sum * vector
     shares = [(SCORES[name], weights[name] / weight_sum) for name in weights
               if not SCORES[name].static]
-    result = Plan(weights=weights, static=static, static_rows=rows, static_total=total,
-                  local=[(p.name, p.local, share) for p, share in shares if p.local],
-                  dynamic=[(p, share) for p, share in shares if not p.local])
+    local = [(p.name, p.local, share) for p, share in shares if p.local]
+    dynamic = [(p, share) for p, share in shares if not p.local]
+    found = [*names, *(name for name, _, _ in local), *(p.name for p, _ in dynamic)]
+    result = Plan(weights=weights, static=static, static_columns=columns, static_total=total,
+                  local=local, dynamic=dynamic, order=[found.index(name) for name in weights])
     rnd.cache[key] = (_plan_key(req), result)
     return result
 
 
 @dataclass(slots=True)
 class _LocalPart:
-    """A deployment's static and local score vectors (one row each: the plan's
-    static plugins, then its local plugins, as ``names`` lists them) and the static
-    and local plugins' part of its total, as of the ``since``-th reservation of
-    the round."""
+    """A deployment's static and local scores (a matrix, node by plugin: the plan's
+    static plugins, then its local plugins) and the static and local plugins' part
+    of its total, as of the ``since``-th reservation of the round. A node's scores
+    are one row of the matrix: caught up at a reserved node, they are written side
+    by side."""
 
     plan: Plan
-    ones: list[One]
-    names: list[str]
-    scores: Floats  # the static rows are copied once; the local rows are kept
+    ones: list[tuple[One, float]]  # each local plugin's formula of one row, its share
+    scores: Floats  # the static columns are copied once; the local ones are kept
     part: Floats
     since: int
 
@@ -523,32 +523,34 @@ def _local_part(req: Request, rnd: Round, p: Plan) -> _LocalPart:
     """The static and local plugins' part of the total, kept for the round: every
     row the first time (the plugins' formulas over all rows), then only the rows
     reserved since, one row at a time (the plugins' formulas of one row: the same
-    floats), each plugin computed once for its vector and the part both."""
+    floats), each plugin computed once for its score and the part both."""
     # Keyed by what the local plugins read besides the round; the plan makes sure.
     key = ("local-part", req.deployment, req.current_node is None, req.cpu_millis,
            req.memory_bytes)
     seen = len(rnd.touched)
     kept: _LocalPart | None = rnd.cache.get(key)
+    first = len(p.static)
     if kept is None or kept.plan is not p:
-        first = len(p.static)
-        scores = np.empty((first + len(p.local), len(rnd.nodes)))
-        scores[:first] = p.static_rows
+        scores = np.empty((len(rnd.nodes), first + len(p.local)))
+        scores[:, :first] = p.static_columns
         for k, (_, local, _) in enumerate(p.local):
-            scores[first + k] = local(req, rnd)(slice(None))
-        kept = _LocalPart(plan=p, ones=[_one_row(name)(req, rnd) for name, _, _ in p.local],
-                          names=[*p.static, *(name for name, _, _ in p.local)], scores=scores,
-                          part=_part(p, slice(None), list(scores[first:])), since=seen)
+            scores[:, first + k] = local(req, rnd)(slice(None))
+        kept = _LocalPart(plan=p, ones=[(_one_row(name)(req, rnd), share)
+                                        for name, _, share in p.local],
+                          scores=scores, part=_part(p, slice(None), list(scores[:, first:].T)),
+                          since=seen)
         rnd.cache[key] = kept
     elif kept.since != seen:
-        static, scores, part = p.static_total, kept.scores, kept.part
-        first = len(p.static)
-        shares = [share for _, _, share in p.local]
+        static, scores, part, ones = p.static_total, kept.scores, kept.part, kept.ones
         for i in rnd.touched[kept.since:]:
+            row = rnd.row(i)
             total = static.item(i)
-            for k, one in enumerate(kept.ones):
-                value = one(i)
-                scores[first + k, i] = value
-                total += shares[k] * value  # as _part adds them
+            values = []
+            for one, share in ones:
+                value = one(i, row)
+                values.append(value)
+                total += share * value  # as _part adds them
+            scores[i, first:] = values
             part[i] = total
         kept.since = seen
     return kept
@@ -570,32 +572,34 @@ def _part(p: Plan, rows: Rows, local: list[Floats]) -> Floats:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """The weighted total of every node, and the active plugins' scores: groups of
-    plugins whose scores are the rows of one matrix over the nodes or, with a place
-    index, over the places. They are read at a few rows for the explanation (one
-    gather per group) and never spread to every node."""
+    """The weighted total of every node, and the active plugins' scores: matrices
+    with a row per node or, with a place index, per place, and a column per plugin
+    (the static, local and dynamic plugins, in that order). They are read at a few
+    rows for the explanation (one gather each) and never spread to every node."""
 
     total: Floats
-    order: list[str]  # the active plugins in the order of the weights
-    groups: list[tuple[list[str], Floats, Ints | None]]
+    names: list[str]  # the active plugins in the order of the weights
+    order: list[int]  # where each of ``names`` is among the columns
+    groups: list[tuple[Floats, Ints | None]]
 
     def at(self, rows: Ints) -> list[dict[str, float]]:
         """Per row of ``rows``, each plugin's score, in the order of the weights."""
-        found: dict[str, list[float]] = {}
-        for names, matrix, index in self.groups:
-            cells = rows if index is None else index.take(rows)
-            found.update(zip(names, matrix.take(cells, axis=1).tolist(), strict=True))
-        if not self.order:
+        if not self.names:
             return [{} for _ in rows]
-        return [dict(zip(self.order, row, strict=True))
-                for row in zip(*(found[name] for name in self.order), strict=True)]
+        found = [matrix.take(rows if index is None else index.take(rows), axis=0).tolist()
+                 for matrix, index in self.groups]
+        names, order = self.names, self.order
+        out = []
+        for cells in zip(*found, strict=True):
+            values = [value for part in cells for value in part]
+            out.append(dict(zip(names, [values[k] for k in order], strict=True)))
+        return out
 
     def vectors(self) -> dict[str, Floats]:
         """Each plugin's score of every node, in the order of the weights."""
-        found: dict[str, Floats] = {}
-        for names, matrix, index in self.groups:
-            found.update(zip(names, matrix if index is None else matrix[:, index], strict=True))
-        return {name: found[name] for name in self.order}
+        columns = [matrix[:, k] if index is None else matrix[index, k]
+                   for matrix, index in self.groups for k in range(matrix.shape[1])]
+        return {name: columns[k] for name, k in zip(self.names, self.order, strict=True)}
 
 
 def weigh(req: Request, rnd: Round) -> Scored:
@@ -606,25 +610,25 @@ def weigh(req: Request, rnd: Round) -> Scored:
     per node)."""
     p = plan(req, rnd)
     kept = _local_part(req, rnd, p)
-    groups: list[tuple[list[str], Floats, Ints | None]] = [(kept.names, kept.scores, None)]
+    groups: list[tuple[Floats, Ints | None]] = [(kept.scores, None)]
     total = None
     for plugin, share in p.dynamic:
         by_place = plugin.by_place(req, rnd) if plugin.by_place else None
         if by_place is None:
             vector = plugin.score(req, rnd)
-            groups.append(([plugin.name], vector[np.newaxis], None))
+            groups.append((vector[:, np.newaxis], None))
             weighted = share * vector
         else:
             places = _places(rnd)[0]
-            groups.append(([plugin.name], by_place[np.newaxis], places))
+            groups.append((by_place[:, np.newaxis], places))
             weighted = (share * by_place).take(places)
         if total is None:
             total = weighted
             total += kept.part  # x + y is y + x, float for float
         else:
             total += weighted
-    return Scored(total=kept.part.copy() if total is None else total, order=list(p.weights),
-                  groups=groups)
+    return Scored(total=kept.part.copy() if total is None else total, names=list(p.weights),
+                  order=p.order, groups=groups)
 
 
 def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
