@@ -178,10 +178,39 @@ def resources_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
         dimensions.append((req.disk_bytes, rnd.free_disk, "disk"))
     out = []
     for need, free, unit in dimensions:
-        short = need > free
-        if np.count_nonzero(short):  # what ``nonempty`` keeps, without wording the others
+        short, count = _short(rnd, need, free, unit)
+        if count:  # what ``nonempty`` keeps, without wording the others
             out.append(resource(short, f"insufficient {unit}", need, free, unit))
     return out
+
+
+@dataclass(slots=True)
+class _Short:
+    mask: Bools
+    count: int
+    since: int
+
+
+def _short(rnd: Round, need: int, free: Ints, unit: str) -> tuple[Bools, int]:
+    """The nodes with less than ``need`` of ``free``, and how many, kept for the
+    round: compared over every node the first time, then at the rows reserved
+    since (a reservation changes only its own row). The mask is the round's: read
+    it, do not change it."""
+    seen = len(rnd.touched)
+    key = ("short", unit, need)
+    kept: _Short | None = rnd.cache.get(key)
+    if kept is None:
+        mask = need > free
+        kept = rnd.cache[key] = _Short(mask, int(np.count_nonzero(mask)), seen)
+    elif kept.since != seen:
+        mask, count = kept.mask, kept.count
+        for i in rnd.touched[kept.since:]:
+            now = need > free.item(i)
+            if now is not mask.item(i):
+                mask[i] = now
+                count += 1 if now else -1
+        kept.count, kept.since = count, seen
+    return kept.mask, kept.count
 
 
 def devices_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:

@@ -32,6 +32,8 @@ from federation.scheduler import (
     refusals,
     tie_keys,
 )
+from federation.scheduling.filters import evaluate
+from federation.scheduling.place import histogram
 from federation.scheduling.scores import SCORES, score
 from policies.model import (
     Container,
@@ -254,12 +256,22 @@ def test_scores_kept_through_a_round_equal_a_fresh_rounds(nodes: list[Node],
                          "slot": slot})
         fresh = Round(nodes=nodes, rtt=rtt, reserved=dict(rnd.reserved),
                       placed={d: Counter(c) for d, c in rnd.placed.items()},
-                      deployment_labels=dict(rnd.deployment_labels))
+                      deployment_labels=dict(rnd.deployment_labels),
+                      deployment_apart=dict(rnd.deployment_apart))
         (kept, kept_vectors), (built, built_vectors) = score(req, rnd), score(req, fresh)
         assert np.array_equal(kept, built)
         assert {k: v.tolist() for k, v in kept_vectors.items()} == {
             k: v.tolist() for k, v in built_vectors.items()}
+        assert_same_verdict(req, rnd, fresh)
         place(req, rnd)
+
+
+def assert_same_verdict(req: Request, rnd: Round, fresh: Round) -> None:
+    """What the filters kept through ``rnd`` (the nodes short of a resource, say)
+    answer as they answer in ``fresh``: the same nodes fit, for the same reasons."""
+    kept, built = evaluate(req, rnd), evaluate(req, fresh)
+    assert kept.fits.tolist() == built.fits.tolist()
+    assert histogram(kept) == histogram(built)
 
 
 PROVIDERS = {"s1": "aws", "s2": None, "s3": "aws"}
@@ -378,12 +390,15 @@ def test_making_room_in_a_pass_keeps_capacity_and_leaves_a_consistent_round(
 
     fresh = Round(nodes=nodes, rtt=rtt, reserved=dict(rnd.reserved),
                   placed={d: Counter(c) for d, c in rnd.placed.items()},
-                  deployment_labels=dict(rnd.deployment_labels))
+                  deployment_labels=dict(rnd.deployment_labels),
+                  deployment_apart=dict(rnd.deployment_apart))
     for column in ("free_cpu", "free_mem", "used_cpu", "used_mem", "room"):
         assert getattr(rnd, column).tolist() == getattr(fresh, column).tolist(), column
+    assert [rnd.row(i) for i in range(len(nodes))] == [fresh.row(i) for i in range(len(nodes))]
     for req in reqs:
         (kept, _), (built, _) = score(req, rnd), score(req, fresh)
         assert np.array_equal(kept, built)
+        assert_same_verdict(req, rnd, fresh)
 
 
 APPS = ("web", "db", "cache")
