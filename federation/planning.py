@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from federation.inventory import Node, NodeState
 from federation.model import SlotKey, SlotRecord, template_of
@@ -48,9 +49,24 @@ from policies.model import (
 
 def request_for(spec: Deployment, slot: int, generation: int, *,
                 current_node: str | None = None) -> Request:
+    return Request(deployment=spec.name, slot=slot, generation=generation,
+                   current_node=current_node, **_spec_parts(spec))
+
+
+# What a request takes from its deployment's spec, per spec object (specs are
+# frozen). The requests of one deployment then share their rules' objects, so the
+# scheduler's per-deployment caches recognise them by identity, without comparing
+# them field by field.
+_SPEC_PARTS: dict[int, tuple[Deployment, dict[str, Any]]] = {}
+_SPEC_PARTS_KEPT = 4096
+
+
+def _spec_parts(spec: Deployment) -> dict[str, Any]:
+    cached = _SPEC_PARTS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
     c, p = spec.container, spec.placement
-    return Request(
-        deployment=spec.name, slot=slot, generation=generation, current_node=current_node,
+    parts: dict[str, Any] = dict(
         labels=spec.labels,
         cpu_millis=c.resources.cpu_millis, memory_bytes=c.resources.memory_bytes,
         disk_bytes=c.resources.disk_bytes,
@@ -79,6 +95,10 @@ def request_for(spec: Deployment, slot: int, generation: int, *,
         strategy=p.strategy,
         weights=p.weights,
     )
+    if len(_SPEC_PARTS) >= _SPEC_PARTS_KEPT:
+        _SPEC_PARTS.clear()
+    _SPEC_PARTS[id(spec)] = (spec, parts)
+    return parts
 
 
 def _users(group: UserGroup) -> Users:
