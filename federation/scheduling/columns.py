@@ -459,8 +459,8 @@ class Round:
         if counts is not None:
             counts.node[i] += step
             for index, size, per_domain, scores in counts.cells:
-                cell = int(index[i])
-                replicas = int(per_domain[cell]) + step
+                cell = index.item(i)
+                replicas = per_domain.item(cell) + step
                 per_domain[cell] = replicas
                 if cell < size:  # the unlabelled bucket's score stays 0
                     scores[cell] = 100.0 / (1.0 + replicas)

@@ -223,13 +223,17 @@ class Usage:
     disk_bytes: int = 0
 
     def plus(self, req: Request) -> Usage:
-        """This usage with ``req``'s requests added."""
-        devices = dict(self.devices)
-        for kind, count in req.devices.items():
-            devices[kind] = devices.get(kind, 0) + count
+        """This usage with ``req``'s requests added (what ``req`` does not ask for is
+        shared with this usage, never changed: usages are replaced, not updated)."""
+        devices = self.devices
+        if req.devices:
+            devices = dict(devices)
+            for kind, count in req.devices.items():
+                devices[kind] = devices.get(kind, 0) + count
         return Usage(cpu_millis=self.cpu_millis + req.cpu_millis,
                      memory_bytes=self.memory_bytes + req.memory_bytes,
-                     host_ports=self.host_ports | frozenset(req.host_ports), devices=devices,
+                     host_ports=self.host_ports | frozenset(req.host_ports) if req.host_ports
+                     else self.host_ports, devices=devices,
                      disk_bytes=self.disk_bytes + req.disk_bytes)
 
     def minus(self, req: Request) -> Usage:
