@@ -587,33 +587,33 @@ def _part(p: Plan, rows: Rows, local: list[Floats]) -> Floats:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """The weighted total of every node, and the active plugins' scores: matrices
-    with a row per node or, with a place index, per place, and a column per plugin
-    (the static, local and dynamic plugins, in that order). They are read at a few
-    rows for the explanation (one gather each) and never spread to every node."""
+    """The weighted total of every node, and the active plugins' scores: the kept
+    matrix (a row per node, a column per static and local plugin) and one vector per
+    other plugin, over the nodes or, with a place index, over the places. They are
+    read at a few rows for the explanation and never spread to every node."""
 
     total: Floats
     names: list[str]  # the active plugins in the order of the weights
-    order: list[int]  # where each of ``names`` is among the columns
-    groups: list[tuple[Floats, Ints | None]]
+    order: list[int]  # where each of ``names`` is among the columns, then the vectors
+    matrix: Floats
+    vectors_by: list[tuple[Floats, Ints | None]]  # per other plugin: scores, place index
 
     def at(self, rows: Ints) -> list[dict[str, float]]:
         """Per row of ``rows``, each plugin's score, in the order of the weights."""
         if not self.names:
             return [{} for _ in rows]
-        found = [matrix.take(rows if index is None else index.take(rows), axis=0).tolist()
-                 for matrix, index in self.groups]
+        found = self.matrix.take(rows, axis=0).tolist()
+        picked = rows.tolist()
+        for vector, index in self.vectors_by:
+            for values, i in zip(found, picked, strict=True):
+                values.append(vector.item(i if index is None else index.item(i)))
         names, order = self.names, self.order
-        out = []
-        for cells in zip(*found, strict=True):
-            values = [value for part in cells for value in part]
-            out.append(dict(zip(names, [values[k] for k in order], strict=True)))
-        return out
+        return [dict(zip(names, [values[k] for k in order], strict=True)) for values in found]
 
     def vectors(self) -> dict[str, Floats]:
         """Each plugin's score of every node, in the order of the weights."""
-        columns = [matrix[:, k] if index is None else matrix[index, k]
-                   for matrix, index in self.groups for k in range(matrix.shape[1])]
+        columns = [*self.matrix.T, *(vector if index is None else vector[index]
+                                     for vector, index in self.vectors_by)]
         return {name: columns[k] for name, k in zip(self.names, self.order, strict=True)}
 
 
@@ -625,17 +625,17 @@ def weigh(req: Request, rnd: Round) -> Scored:
     per node)."""
     p = plan(req, rnd)
     kept = _local_part(req, rnd, p)
-    groups: list[tuple[Floats, Ints | None]] = [(kept.scores, None)]
+    vectors_by: list[tuple[Floats, Ints | None]] = []
     total = None
     for plugin, share in p.dynamic:
         by_place = plugin.by_place(req, rnd) if plugin.by_place else None
         if by_place is None:
             vector = plugin.score(req, rnd)
-            groups.append((vector[:, np.newaxis], None))
+            vectors_by.append((vector, None))
             weighted = share * vector
         else:
             places = _places(rnd)[0]
-            groups.append((by_place[:, np.newaxis], places))
+            vectors_by.append((by_place, places))
             weighted = (share * by_place).take(places)
         if total is None:
             total = weighted
@@ -643,7 +643,7 @@ def weigh(req: Request, rnd: Round) -> Scored:
         else:
             total += weighted
     return Scored(total=kept.part.copy() if total is None else total, names=list(p.weights),
-                  order=p.order, groups=groups)
+                  order=p.order, matrix=kept.scores, vectors_by=vectors_by)
 
 
 def score(req: Request, rnd: Round) -> tuple[Floats, dict[str, Floats]]:
