@@ -379,8 +379,11 @@ class Round:
         """Replicas of the deployments ``selector`` matches in each node's ``scope``
         domain (0 for nodes without the scope's label), summed per domain first."""
         if scope is Scope.NODE:
+            matching = self.matching(selector)
+            if len(matching) == 1:
+                return self.counts(matching[0]).node.copy()
             total = np.zeros(len(self.nodes), dtype=np.int64)
-            for deployment in self.matching(selector):
+            for deployment in matching:
                 total += self.counts(deployment).node
             return total
         return self.matching_per_domain(selector, scope).take(self.domain(scope)[0])

@@ -367,18 +367,23 @@ def topology_spread(req: Request, rnd: Round) -> Floats:
 def affinity(req: Request, rnd: Round) -> Floats:
     """Preferred affinity and anti-affinity terms: the share of the terms' weights
     the node satisfies."""
-    total = np.zeros(len(rnd.nodes))
+    total = None
     weights = sum(p.weight for p in req.preferences) or 1
     for term in req.preferences:
         # Whole weights: the sum is exact in any order and any float or int type.
         weight = float(term.weight)
+        met, unmet = (0.0, weight) if term.apart else (weight, 0.0)
         if term.scope is Scope.NODE:
-            present = rnd.matching_in_domain(term.selector, Scope.NODE) > 0
-            total += (~present if term.apart else present) * weight
+            vector = np.where(rnd.matching_in_domain(term.selector, Scope.NODE) > 0, met, unmet)
         else:  # worked out per domain, then given to the nodes in one gather
-            present = rnd.matching_per_domain(term.selector, term.scope) > 0
-            total += ((~present if term.apart else present) * weight).take(
-                rnd.domain(term.scope)[0])
+            vector = np.where(rnd.matching_per_domain(term.selector, term.scope) > 0, met,
+                              unmet).take(rnd.domain(term.scope)[0])
+        if total is None:
+            total = vector  # 0 + x is x: the weights are never -0
+        else:
+            total += vector
+    if total is None:
+        return np.zeros(len(rnd.nodes))
     return 100.0 * total / weights
 
 
@@ -475,7 +480,7 @@ class Plan:
 
 def _plan_key(req: Request) -> tuple[object, ...]:
     return (req.users, req.data_sets, req.image, req.tolerations, req.spread, req.preferences,
-            tuple(sorted(req.weights.items())), req.current_node is None)
+            req.weights, req.current_node is None)
 
 
 def plan(req: Request, rnd: Round) -> Plan:
