@@ -12,9 +12,9 @@ time it is placed as ``two-phase``.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections import Counter
 from collections.abc import Callable
-from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,7 +92,7 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools,
         picked.append(i)
         values.append(value)
         total[i] = nothing
-    if all(a > b for a, b in pairwise(values)):
+    if all(map(operator.gt, values, values[1:])):
         return np.array(picked[:keep], dtype=np.int64), values[:keep]  # best first
     total[picked] = values  # back as they were
     bar = values[min(keep, len(values)) - 1]
