@@ -229,15 +229,15 @@ def host_port_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     """Names the lowest clashing port of each node."""
     if not req.host_ports:
         return []
-    passing = np.ones(len(rnd.nodes), dtype=np.bool_)
+    passing: Bools | None = None  # None: every node so far
     out = []
     for port in sorted(set(req.host_ports)):
         taken = rnd.ports.get(port)
         if taken is None:
             continue
-        bad = passing & taken
+        bad = taken.copy() if passing is None else passing & taken
         out.append(fixed(bad, f"host port {port} in use"))
-        passing &= ~bad
+        passing = ~bad if passing is None else passing & ~bad
     return nonempty(out)
 
 
@@ -260,7 +260,7 @@ def max_per_site_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]
     counts = rnd.counts(req.deployment).domains[Scope.SITE]
     full = counts >= req.max_per_site
     full[size:] = False  # every node has a site: the unlabelled bucket is empty
-    if not full.any():
+    if not np.count_nonzero(full):
         return []  # no site is full: no need to spread the answer to the nodes
     return nonempty([by_domain(index, full, counts, _domain_sizes(rnd, Scope.SITE), lambda c: (
         f"{_replicas(c)} already on the site, maxPerSite {req.max_per_site}"))])
@@ -388,7 +388,7 @@ def spread_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
         skew = per_domain + 1 - _emptiest_open(rnd, spread.scope, per_domain, open_nodes)
         over = skew > spread.max_skew
         over[size:] = False  # nodes without the label are refused above
-        if not over.any():
+        if not np.count_nonzero(over):
             continue
         out.append(by_domain(index, over, skew, _domain_sizes(rnd, spread.scope),
                              _skew_phrase(spread.scope, spread.max_skew)))
@@ -406,6 +406,7 @@ def _labelled(rnd: Round, scope: Scope) -> tuple[Bools, Bools]:
 
 
 _EMPTIEST_TRIED = 3  # domains looked at one by one before every domain is
+_SORTED_IN_PYTHON = 64  # domains: fewer are ordered by Python's sort (numpy's costs more)
 
 
 def _emptiest_open(rnd: Round, scope: Scope, per_domain: Ints, open_nodes: Bools) -> int:
@@ -426,8 +427,13 @@ def _emptiest_open(rnd: Round, scope: Scope, per_domain: Ints, open_nodes: Bools
         rnd.cache[("domain-order", scope)] = cached
     order, starts, ends = cached
     held = per_domain[:len(starts)]
-    for d in np.argsort(held, kind="stable")[:_EMPTIEST_TRIED].tolist():
-        if open_nodes.take(order[starts[d]:ends[d]]).any():
+    if len(held) <= _SORTED_IN_PYTHON:
+        counts = held.tolist()
+        emptiest = sorted(range(len(counts)), key=counts.__getitem__)[:_EMPTIEST_TRIED]
+    else:
+        emptiest = np.argsort(held, kind="stable")[:_EMPTIEST_TRIED].tolist()
+    for d in emptiest:  # a stable order: the lowest index first on equal counts
+        if np.count_nonzero(open_nodes.take(order[starts[d]:ends[d]])):
             return int(held[d])  # every emptier domain was looked at and is closed
     has_open = np.logical_or.reduceat(open_nodes.take(order), starts)
     return int(held.compress(has_open).min())

@@ -327,13 +327,14 @@ def test_required_spread_measures_skew_against_the_emptiest_open_domain() -> Non
     assert "2 site spread skew 2 > maxSkew 1" in decision.explanation.message
 
 
-@pytest.mark.parametrize("closed", [1, 4])
+@pytest.mark.parametrize("closed", [1, 4, 70])
 def test_the_emptiest_open_domain_is_found_past_closed_emptier_ones(closed: int) -> None:
-    """Sites s0.. hold no replica but refuse for another reason (no ``disk`` label);
+    """Sites c0.. hold no replica but refuse for another reason (no ``disk`` label);
     s8 and s9 hold 2 and 3. The emptiest open site is s8: s8 may take one more
     (skew 1), s9 may not (skew 2). With one closed site the emptiest few are looked
-    at one by one; with four, every site at once."""
-    nodes = [node(f"n{k}", site=f"s{k}") for k in range(closed)]
+    at one by one; with four, every site at once; with seventy, the sites are
+    ordered by numpy rather than by Python's sort."""
+    nodes = [node(f"m{k}", site=f"c{k}") for k in range(closed)]
     nodes += [node("n8", site="s8", labels={"disk": "ssd"}),
               node("n9", site="s9", labels={"disk": "ssd"})]
     rnd = Round(nodes=nodes)
