@@ -189,6 +189,10 @@ class _Short:
     mask: Bools
     count: int
     since: int
+    # The mask's and the free column's memory as Python bools and ints (a cell is
+    # read or written at a third of numpy's cost per call).
+    cells: memoryview[bool]
+    free: memoryview[int]
 
 
 def _short(rnd: Round, need: int, free: Ints, unit: str) -> tuple[Bools, int]:
@@ -201,13 +205,14 @@ def _short(rnd: Round, need: int, free: Ints, unit: str) -> tuple[Bools, int]:
     kept: _Short | None = rnd.cache.get(key)
     if kept is None:
         mask = need > free
-        kept = rnd.cache[key] = _Short(mask, int(np.count_nonzero(mask)), seen)
+        kept = rnd.cache[key] = _Short(mask, int(np.count_nonzero(mask)), seen,
+                                       mask.data, free.data)  # type: ignore[arg-type]
     elif kept.since != seen:
-        mask, count = kept.mask, kept.count
+        cells, cells_free, count = kept.cells, kept.free, kept.count
         for i in rnd.touched[kept.since:]:
-            now = need > free.item(i)
-            if now is not mask.item(i):
-                mask[i] = now
+            now = need > cells_free[i]
+            if now is not cells[i]:
+                cells[i] = now
                 count += 1 if now else -1
         kept.count, kept.since = count, seen
     return kept.mask, kept.count

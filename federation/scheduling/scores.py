@@ -19,6 +19,7 @@ explanation reads each plugin's score at the few ranked rows only
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -279,11 +280,21 @@ def spread_sites_by_place(req: Request, rnd: Round) -> Floats:
     """:func:`spread_sites` per place. The score of each domain is kept with the
     replica counts (:class:`Counts`)."""
     spread = rnd.counts(req.deployment).spread_sites
-    _, domains = _places(rnd)
-    total = spread[Scope.SITE].take(domains[Scope.SITE])
-    for scope in _SPREAD_LEVELS:
-        total += spread[scope].take(domains[scope])
+    (site, site_domains), *levels = _place_levels(rnd)
+    total = spread[site].take(site_domains)
+    for scope, domains in levels:
+        total += spread[scope].take(domains)
     return total * _inverse_levels(rnd)
+
+
+def _place_levels(rnd: Round) -> list[tuple[Scope, Ints]]:
+    """Each place's domain index at the site scope, then at each spread level."""
+    cached = rnd.cache.get("place-levels")
+    if cached is None:
+        _, domains = _places(rnd)
+        cached = [(scope, domains[scope]) for scope in (Scope.SITE, *_SPREAD_LEVELS)]
+        rnd.cache["place-levels"] = cached
+    return cached
 
 
 def spread_sites(req: Request, rnd: Round) -> Floats:
@@ -613,7 +624,10 @@ class Scored:
             for values, i in zip(found, picked, strict=True):
                 values.append(vector.item(i if index is None else index.item(i)))
         names, order = self.names, self.order
-        return [dict(zip(names, [values[k] for k in order], strict=True)) for values in found]
+        if len(order) == 1:  # itemgetter of one index answers the value, not a tuple
+            return [{names[0]: values[order[0]]} for values in found]
+        pick = operator.itemgetter(*order)
+        return [dict(zip(names, pick(values), strict=True)) for values in found]
 
     def vectors(self) -> dict[str, Floats]:
         """Each plugin's score of every node, in the order of the weights."""

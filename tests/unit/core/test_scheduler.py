@@ -27,7 +27,7 @@ from federation.scheduler import (
     refusals,
 )
 from federation.scheduling.place import tie_keys
-from federation.scheduling.scores import score
+from federation.scheduling.scores import DEFAULT_WEIGHTS, score
 from policies.model import LabelRequirement, Operator, Selector
 
 MiB = 1024**2
@@ -658,7 +658,12 @@ def test_weights_from_the_policy_change_the_winner(weights: dict[str, float], wi
     decision = place(request(cpu_millis=500, memory_bytes=512 * MiB, weights=weights),
                      _crowded_and_full())
     assert decision.node == winner
-    assert decision.explanation.ranked[0].total == pytest.approx(total)
+    best = decision.explanation.ranked[0]
+    assert best.total == pytest.approx(total)
+    # The scores shown are the ones summed: the total is their weighted mean.
+    weight = {**DEFAULT_WEIGHTS, **weights}
+    assert best.total == pytest.approx(
+        sum(weight[k] * v for k, v in best.scores.items()) / sum(weight[k] for k in best.scores))
 
 
 def test_all_weights_zero_falls_back_to_the_tie_break() -> None:
