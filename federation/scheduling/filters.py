@@ -186,6 +186,9 @@ def resources_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
 
 @dataclass(slots=True)
 class _Short:
+    """The nodes short of one resource for one request size, and how many, as of the
+    ``since``-th reservation of the round."""
+
     mask: Bools
     count: int
     since: int
