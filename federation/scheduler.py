@@ -23,6 +23,7 @@ from federation.scheduling.filters import (
     may_stay,
     refusals,
 )
+from federation.scheduling.fleet import Fleet
 from federation.scheduling.place import STRATEGIES, feasible, place, tie_keys
 from federation.scheduling.refusal import Refusal
 from federation.scheduling.repair import Room, make_room, moved_note
@@ -54,6 +55,7 @@ __all__ = [
     "Decision",
     "Explanation",
     "FilterPlugin",
+    "Fleet",
     "Near",
     "Preference",
     "Ranked",

@@ -12,60 +12,24 @@ affinity plugins.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from federation.inventory import Node, NodeState, common_labels
+from federation.inventory import Node
+from federation.scheduling.fleet import Bools as Bools
+from federation.scheduling.fleet import Fleet, LabelColumn
+from federation.scheduling.fleet import Floats as Floats
+from federation.scheduling.fleet import Ints as Ints
+from federation.scheduling.fleet import Taint as Taint
 from federation.scheduling.request import Apart, Request, RttSource, Scope, Usage
-from policies.model import Selector, TaintEffect
+from policies.model import Selector
 
-Bools = NDArray[np.bool_]
-Ints = NDArray[np.int64]
-Floats = NDArray[np.float64]
-
-TAINT_PREFIX = "taint.edgefed.io/"
 DATA_PREFIX = "data.edgefed.io/"
 PRICE_LABEL = "price"
-
-
-@dataclass(frozen=True, slots=True)
-class Taint:
-    key: str
-    value: str
-    effect: TaintEffect
-
-    def describe(self) -> str:
-        return f"{self.key}={self.value}:{self.effect.value}"
-
-
-def parse_taint(label: str, text: str) -> Taint | None:
-    """``taint.edgefed.io/<key>`` = ``<value>:<Effect>``; None if it is not one."""
-    value, sep, effect = text.rpartition(":")
-    if not label.startswith(TAINT_PREFIX) or not sep:
-        return None
-    try:
-        return Taint(key=label[len(TAINT_PREFIX):], value=value, effect=TaintEffect(effect))
-    except ValueError:
-        return None
-
-
-@dataclass(slots=True)
-class LabelColumn:
-    """One label key over every node: value codes (-1: absent) and the vocabulary."""
-
-    codes: Ints
-    values: list[str]
-    index: dict[str, int]
-
-    def code(self, value: str) -> int:
-        return self.index.get(value, -2)  # -2 matches no node, not even unlabelled ones
 
 
 @dataclass(slots=True)
@@ -99,12 +63,6 @@ class Row:
     per_mem: float
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def _hash64(text: str) -> int:
-    """Of a node name; remembered, since every round of a pass asks it again."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
 @dataclass
 class Round:
     """Candidate nodes and their committed usage for one scheduling pass.
@@ -128,26 +86,28 @@ class Round:
     reserved: dict[str, Usage] = field(default_factory=dict)
     rtt: RttSource | None = None
 
+    # The columns kept from the last pass (see ``fleet.py``), refreshed from ``nodes``;
+    # None: read every node.
+    fleet: Fleet | None = field(default=None, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         nodes = list(self.nodes)
         self.nodes = nodes
-        self.node_names = [n.name for n in nodes]
-        self.node_sites = [n.site for n in nodes]
-        self.by_name = {n.name: n for n in nodes}
-        self.index = {n.name: i for i, n in enumerate(nodes)}
-        self.node_labels = [n.labels for n in nodes]
-        by_site: dict[str, list[dict[str, str]]] = {}
-        for n, labels in zip(nodes, self.node_labels, strict=True):
-            reported = by_site.setdefault(n.site, [])
-            if n.capacity is not None:  # what site_labels counts
-                reported.append(labels)
-        self.site_labels = {s: common_labels(s, rows) for s, rows in by_site.items()}
-        self.sites = list(by_site)
-        site_index = {s: i for i, s in enumerate(self.sites)}
-        self.site_idx = np.array([site_index[n.site] for n in nodes], dtype=np.int64)
-        self._site_label_rows = [self.site_labels[n.site] for n in nodes]
-        self._columns: dict[tuple[str, str], LabelColumn] = {}
-        self._numbers: dict[str, Floats] = {}
+        kept = (self.fleet or Fleet()).refresh(nodes)
+        layout = kept.layout
+        assert layout is not None
+        self.node_names = layout.names
+        self.node_sites = layout.sites_of
+        self.by_name = dict(zip(layout.names, nodes, strict=True))
+        self.index = layout.index
+        self.node_labels = layout.labels
+        self.site_labels = layout.site_labels
+        self.sites = layout.sites
+        self.site_idx = layout.site_idx
+        self._site_label_rows = layout.site_label_rows
+        self._columns = layout.columns  # encoded once per layout, as rounds ask
+        self._numbers = layout.numbers
+        self._domains = layout.domains
         self._counts: dict[str, Counts] = {}
         self._rtt: dict[str, Floats] = {}
         self.cache: dict[Any, Any] = {}  # per-deployment results that hold for the round
@@ -158,47 +118,46 @@ class Round:
         # Bumped whenever a deployment joins or leaves ``placed`` (``unreserve`` can
         # take the last replica off): what ``matching`` remembers is keyed by it.
         self.membership = 0
-        self._build_resources(nodes)
-        self.ready = np.array([n.state is NodeState.READY for n in nodes], dtype=np.bool_)
-        self.states = [n.state.value for n in nodes]
-        self.process_runtime = np.array(
-            [n.capacity is not None and n.capacity.runtime == "process" for n in nodes],
-            dtype=np.bool_)
+        self._build_resources(kept)
+        self.ready = kept.ready.copy()
+        self.states = list(kept.states)
+        self.process_runtime = kept.process_runtime.copy()
         # As reported: asked once per image and round (image-locality).
-        self.images: list[Sequence[str]] = [n.capacity.images if n.capacity else ()
-                                            for n in nodes]
-        self.node_hash = np.array([_hash64(name) for name in self.node_names],
-                                  dtype=np.uint64)
-        self.taints = self._build_taints()
+        self.images: list[Sequence[str]] = list(kept.images)
+        self.node_hash = layout.hashes
+        self.taints = layout.taints
 
     # -- building -----------------------------------------------------------------
 
-    def _build_resources(self, nodes: list[Node]) -> None:
-        self.devices: dict[str, Ints] = {}
+    def _build_resources(self, kept: Fleet) -> None:
+        """The fleet's columns, with the committed usage on top: where the controller
+        has assigned more than a node reports, the assignment counts."""
+        self.devices: dict[str, Ints] = {kind: column.copy()
+                                         for kind, column in kept.devices.items()}
         self.ports: dict[int, Bools] = {}
-        rows: list[tuple[int, int, int, int, int, int]] = []  # allocatable, then used
-        for i, n in enumerate(nodes):
-            alloc = n.allocatable
-            mine = self.committed.get(n.name, _EMPTY)
-            cpu, mem, disk = mine.cpu_millis, mine.memory_bytes, mine.disk_bytes
-            if n.capacity is not None:
-                rep = n.capacity.used
-                cpu, mem, disk = (rep.cpu_millis, rep.memory_bytes, rep.disk_bytes) \
-                    if mine is _EMPTY else (max(cpu, rep.cpu_millis),
-                                            max(mem, rep.memory_bytes), max(disk, rep.disk_bytes))
-                for kind, count in n.capacity.devices.items():
-                    self._device(kind)[i] += count
+        self.alloc_cpu, self.alloc_mem, self.alloc_disk = (
+            kept.alloc_cpu.copy(), kept.alloc_mem.copy(), kept.alloc_disk.copy())
+        used_cpu, used_mem, used_disk = (
+            kept.used_cpu.copy(), kept.used_mem.copy(), kept.used_disk.copy())
+        reported = kept.layout.reported if kept.layout else []
+        for name, mine in self.committed.items():
+            i = self.index.get(name)
+            if i is None:
+                continue
+            if reported[i]:
+                used_cpu[i] = max(mine.cpu_millis, used_cpu.item(i))
+                used_mem[i] = max(mine.memory_bytes, used_mem.item(i))
+                used_disk[i] = max(mine.disk_bytes, used_disk.item(i))
+            else:
+                used_cpu[i], used_mem[i], used_disk[i] = (
+                    mine.cpu_millis, mine.memory_bytes, mine.disk_bytes)
             for kind, count in mine.devices.items():
                 self._device(kind)[i] -= count
             for port in mine.host_ports:
                 self._port(port)[i] = True
-            rows.append((alloc.cpu_millis, alloc.memory_bytes, alloc.disk_bytes, cpu, mem, disk))
-        columns = np.array(rows, dtype=np.int64).reshape(len(nodes), 6).T
-        self.alloc_cpu, self.alloc_mem, self.alloc_disk = (columns[k].copy() for k in range(3))
-        used = columns[3:]
-        self.free_cpu = self.alloc_cpu - used[0]
-        self.free_mem = self.alloc_mem - used[1]
-        self.free_disk = self.alloc_disk - used[2]
+        self.free_cpu = self.alloc_cpu - used_cpu
+        self.free_mem = self.alloc_mem - used_mem
+        self.free_disk = self.alloc_disk - used_disk
         # Free cpu and memory as shares of allocatable, averaged over the dimensions
         # the node has (least-allocated reads it; kept up to date by _take).
         cores, bytes_ = self.alloc_cpu.astype(np.float64), self.alloc_mem.astype(np.float64)
@@ -208,7 +167,7 @@ class Round:
             self.per_mem = np.where(bytes_ > 0, 1.0 / bytes_, 0.0) / parts
         self.room = self.free_cpu * self.per_cpu + self.free_mem * self.per_mem
         # allocatable - free, kept by _take (balanced reads it)
-        self.used_cpu, self.used_mem = used[0].copy(), used[1].copy()
+        self.used_cpu, self.used_mem = used_cpu, used_mem
         for name, usage in self.reserved.items():
             if name in self.index:
                 self._take(self.index[name], usage)
@@ -258,25 +217,6 @@ class Round:
                 per_mem=self.per_mem.item(i))
         return found
 
-    def _build_taints(self) -> dict[Taint, Bools]:
-        """Which nodes carry each distinct taint (from node and site labels; a site's
-        labels are read once and given to its nodes)."""
-        out: dict[Taint, Bools] = {}
-
-        def mark(labels: Mapping[str, str], rows: int | Bools) -> None:
-            for key, text in labels.items():
-                if key.startswith(TAINT_PREFIX) and (taint := parse_taint(key, text)):
-                    if taint not in out:
-                        out[taint] = np.zeros(len(self.nodes), dtype=np.bool_)
-                    out[taint][rows] = True
-
-        for i, own in enumerate(self.node_labels):
-            if TAINT_PREFIX in "\n".join(own):  # most nodes have no taint label at all
-                mark(own, i)
-        for s, site in enumerate(self.sites):
-            mark(self.site_labels[site], self.site_idx == s)
-        return out
-
     # -- labels ---------------------------------------------------------------------
 
     def codes(self, key: str, *, of: str = "node", fold: bool = False) -> LabelColumn:
@@ -312,7 +252,7 @@ class Round:
     def domain(self, scope: Scope) -> tuple[Ints, int]:
         """Each node's domain index at ``scope`` and the number of domains; nodes
         without the scope's label are in the extra last domain."""
-        cached = self.cache.get(("domain", scope))
+        cached = self._domains.get(scope)
         if cached is None:
             if scope is Scope.NODE:
                 cached = (np.arange(len(self.nodes), dtype=np.int64), len(self.nodes))
@@ -322,7 +262,7 @@ class Round:
                 column = self.codes(scope.value)
                 size = len(column.values)
                 cached = (np.where(column.codes < 0, size, column.codes), size)
-            self.cache[("domain", scope)] = cached
+            self._domains[scope] = cached
         return cached
 
     def has_domain(self, scope: Scope) -> Bools:
