@@ -242,7 +242,7 @@ def _apply_checked(c: Controller, spec: Deployment, *, allow_pending: bool, caus
     extra = {**extra, "policies": bound, "warnings": unenforced(effective) + merged_warnings}
     if not allow_pending and not unchanged:
         plan = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs(),
-                       rtt=c.latency)
+                       rtt=c.latency, fleet=c.fleet)
         stuck = [p for p in plan if p.node is None]
         if stuck:
             return _error(409, f"{len(stuck)} of {spec.replicas} replica(s) of {spec.name} "
@@ -344,7 +344,7 @@ def _plan_one(c: Controller, spec: Deployment,
               policies: dict[str, PlacementPolicy]) -> dict[str, Any]:
     effective, bound = c.merged(spec, policies)
     planned = dry_run(effective, list(c.inventory.nodes.values()), c.slots, c.specs(),
-                      rtt=c.latency)
+                      rtt=c.latency, fleet=c.fleet)
     return {
         "name": spec.name, "policies": bound, "warnings": unenforced(effective),
         "summary": dict(Counter(p.change.value for p in planned)),

@@ -48,6 +48,7 @@ from federation.reconcile import (
     reconcile,
 )
 from federation.rollout import Replica, RolloutState
+from federation.scheduler import Fleet
 from federation.store import EVENTS_KEPT, Store
 from policies.errors import PolicyError
 from policies.merge import effective_deployment
@@ -77,6 +78,9 @@ class Controller:
         self.store = Store(db, events_kept=events_kept)
         self.inventory = Inventory(liveness=liveness or Liveness())
         self.latency = RttMatrix()  # measured RTTs + Vivaldi estimates, fed by capacity reports
+        # The nodes' columns, kept from pass to pass: a round reads again only the
+        # nodes that reported or changed state since the last one.
+        self.fleet = Fleet()
         loaded = self.store.load_desired()
         self.deployments: dict[str, DeploymentRecord] = dict(loaded.deployments)
         self.slots: dict[SlotKey, SlotRecord] = dict(loaded.slots)
@@ -375,7 +379,8 @@ class Controller:
         waiting, holds = self.pace_rollouts(now)  # first: a rollback changes the desired state
         desired = self.desired()
         live = {n: d.spec for n, d in desired.deployments.items() if not d.deleted}
-        must_move = misplaced(live, self.slots.values(), self.inventory.nodes.values())
+        must_move = misplaced(live, self.slots.values(), self.inventory.nodes.values(),
+                              fleet=self.fleet)
         actions = reconcile(desired, self.observed(now), now, misplaced=must_move,
                             waiting=waiting, grace=self.inventory.liveness.lost_after,
                             replaced_from=self.replaced_from)
@@ -475,7 +480,7 @@ class Controller:
         moving = {p.slot.key for p in places}
         rnd = new_round(self.inventory.nodes.values(),
                         [s for k, s in self.slots.items() if k not in moving], specs,
-                        rtt=self.latency)
+                        rtt=self.latency, fleet=self.fleet)
         generations = [self.store.next_generation(p.slot.deployment, p.slot.index, p.generation)
                        for p in places]
         requests = [request_for(specs[p.slot.deployment], p.slot.index, generation,

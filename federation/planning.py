@@ -20,6 +20,7 @@ from federation.scheduler import (
     STAY_FILTERS,
     Apart,
     Decision,
+    Fleet,
     Near,
     Preference,
     Request,
@@ -258,9 +259,10 @@ def _failover_warnings(f: Failover) -> list[str]:
 
 def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
               specs: Mapping[str, Deployment], *, exclude: str | None = None,
-              rtt: RttSource | None = None) -> Round:
+              rtt: RttSource | None = None, fleet: Fleet | None = None) -> Round:
     """A scheduling round where every placed slot (except ``exclude``'s) holds its share;
-    ``rtt`` gives round-trip times from user locations (None: all unknown)."""
+    ``rtt`` gives round-trip times from user locations (None: all unknown); ``fleet``,
+    the columns kept from the last round (None: every node is read)."""
     committed: dict[str, Usage] = {}
     placed: dict[str, Counter[str]] = {}
     for slot in slots:
@@ -274,15 +276,15 @@ def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
     apart = {name: terms for name, spec in specs.items()
              if name != exclude and (terms := request_for(spec, 0, 0).apart)}
     return Round(nodes=list(nodes), committed=committed, placed=placed, deployment_labels=labels,
-                 deployment_apart=apart, rtt=rtt)
+                 deployment_apart=apart, rtt=rtt, fleet=fleet)
 
 
 def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],
-              nodes: Iterable[Node]) -> dict[SlotKey, str]:
+              nodes: Iterable[Node], *, fleet: Fleet | None = None) -> dict[SlotKey, str]:
     """Placed replicas on Ready nodes that may no longer stay there, with the reason:
     the scheduler's ``STAY_FILTERS`` refuse their node under the current placement.
     Slots are taken in order, so when a limit is lowered the highest slots move."""
-    rnd = Round(nodes=list(nodes))
+    rnd = Round(nodes=list(nodes), fleet=fleet)
     out: dict[SlotKey, str] = {}
     asked: dict[str, Request] = {}
     for slot in sorted(slots, key=lambda s: s.key):
@@ -330,15 +332,16 @@ class PlannedSlot:
 
 
 def dry_run(spec: Deployment, nodes: Sequence[Node], slots: Mapping[SlotKey, SlotRecord],
-            specs: Mapping[str, Deployment], *, rtt: RttSource | None = None) -> list[PlannedSlot]:
+            specs: Mapping[str, Deployment], *, rtt: RttSource | None = None,
+            fleet: Fleet | None = None) -> list[PlannedSlot]:
     """Where each replica of ``spec`` would run if applied now, decided as the
     controller's next pass would: a replica stays unless its node is gone or Lost,
     its template changed (then it prefers its node) or it may no longer stay."""
-    rnd = new_round(nodes, slots.values(), specs, exclude=spec.name, rtt=rtt)
+    rnd = new_round(nodes, slots.values(), specs, exclude=spec.name, rtt=rtt, fleet=fleet)
     template = template_of(spec)
     by_name = {n.name: n for n in nodes}
     mine = [s for i in range(spec.replicas) if (s := slots.get((spec.name, i))) is not None]
-    must_move = misplaced({spec.name: spec}, mine, nodes)
+    must_move = misplaced({spec.name: spec}, mine, nodes, fleet=fleet)
     keep = []
     for current in mine:
         node = by_name.get(current.node) if current.node else None
