@@ -38,8 +38,12 @@ def node_ready_checker(req: Request, rnd: Round, fits: Bools) -> list[Refusal]:
     bad = ~rnd.ready
     if not bad.any():
         return []
-    states = sorted(set(rnd.states))
-    codes = np.array([states.index(s) for s in rnd.states], dtype=np.int64)
+    cached = rnd.cache.get("state-codes")  # the same for every deployment of the round
+    if cached is None:
+        states = sorted(set(rnd.states))
+        codes = np.array([states.index(s) for s in rnd.states], dtype=np.int64)
+        cached = rnd.cache["state-codes"] = (states, codes)
+    states, codes = cached
     return [by_value(bad, codes, lambda c: f"node {states[c]}")]
 
 
