@@ -73,18 +73,33 @@ def histogram(verdict: Verdict) -> tuple[dict[str, int], dict[str, str]]:
 # -- selecting ---------------------------------------------------------------------------------
 
 
-def _top(req: Request, rnd: Round, total: Floats, fits: Bools,
-         keep: int) -> tuple[Indices, list[float]]:
+# From this many nodes the best are looked for among the nodes that fit, gathered
+# first, rather than in every node's total with the others masked: on a big fleet,
+# masking in place costs more than gathering (its stores follow an unpredictable mask).
+_GATHER_FROM = 20_000
+
+
+def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int, *,
+         gather_from: int = _GATHER_FROM) -> tuple[Indices, list[float]]:
     """The ``keep`` best nodes that fit, and their totals: highest total first, equal
     totals in the order of the seeded hash. ``total`` is used up (the nodes that do
     not fit are set to -inf in it). ``keep + 1`` passes of argmax find the best
     totals: when they all differ (the usual case), the first ``keep`` are the
-    answer; otherwise every node equal to the last kept total is found and hashed."""
+    answer; otherwise every node equal to the last kept total is found and hashed.
+    On a big fleet the passes run over the totals of the nodes that fit, in row
+    order, so each finds the same node."""
     nothing = -np.inf
-    np.putmask(total, ~fits, nothing)
+    rows: Indices | None = None
+    if len(total) >= gather_from:
+        rows = np.flatnonzero(fits)
+        total = total.take(rows)
+    else:
+        np.putmask(total, ~fits, nothing)
     picked: list[int] = []
     values: list[float] = []
     for _ in range(keep + 1):
+        if not len(total):
+            break
         i = int(total.argmax())
         value = total.item(i)
         if value == nothing:
@@ -92,18 +107,22 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools,
         picked.append(i)
         values.append(value)
         total[i] = nothing
+
+    def nodes(at: Indices) -> Indices:
+        return at if rows is None else rows.take(at)
+
     if all(map(operator.gt, values, values[1:])):
-        return np.array(picked[:keep], dtype=np.int64), values[:keep]  # best first
+        return nodes(np.array(picked[:keep], dtype=np.int64)), values[:keep]  # best first
     total[picked] = values  # back as they were
     bar = values[min(keep, len(values)) - 1]
     above = np.array([i for i, v in zip(picked, values, strict=True) if v > bar], dtype=np.int64)
     level = np.flatnonzero(total == bar)
     want = keep - len(above)
     if len(level) > want:  # many equal nodes: hash them, order only the first few
-        level = level[np.argpartition(tie_keys(req, rnd, level), want - 1)[:want]]
-    rows = np.concatenate((above, level))
-    rows = rows[np.lexsort((tie_keys(req, rnd, rows), -total[rows]))]
-    return rows, total.take(rows).tolist()
+        level = level[np.argpartition(tie_keys(req, rnd, nodes(level)), want - 1)[:want]]
+    at = np.concatenate((above, level))
+    at = at[np.lexsort((tie_keys(req, rnd, nodes(at)), -total[at]))]
+    return nodes(at), total.take(at).tolist()
 
 
 def _two_phase(req: Request, rnd: Round, fits: Bools, keep: int) -> tuple[Ranked, ...]:

@@ -33,7 +33,7 @@ from federation.scheduler import (
     tie_keys,
 )
 from federation.scheduling.filters import evaluate
-from federation.scheduling.place import histogram
+from federation.scheduling.place import _top, histogram
 from federation.scheduling.scores import SCORES, score
 from policies.model import (
     Container,
@@ -264,6 +264,29 @@ def test_scores_kept_through_a_round_equal_a_fresh_rounds(nodes: list[Node],
             k: v.tolist() for k, v in built_vectors.items()}
         assert_same_verdict(req, rnd, fresh)
         place(req, rnd)
+
+
+@settings(max_examples=200, deadline=None)
+@given(totals=st.lists(st.sampled_from([0.0, 12.5, 40.0, 40.0, 77.25, 90.0]), min_size=1,
+                       max_size=40),
+       fitting=st.lists(st.booleans(), min_size=40, max_size=40), keep=st.integers(1, 4),
+       slot=st.integers(0, 50))
+def test_the_best_among_the_nodes_that_fit_are_found_alike_masked_or_gathered(
+        totals: list[float], fitting: list[bool], keep: int, slot: int) -> None:
+    """A big fleet's best nodes are looked for among the totals of the nodes that fit,
+    gathered; a small one's among every total, the others masked. Both give the same
+    nodes in the same order, equal totals included."""
+    nodes = [make_node(i, "s1", "arm64", None, 1000, 1024, 0, True) for i in range(len(totals))]
+    fits = np.array(fitting[:len(totals)], dtype=np.bool_)
+    if not fits.any():
+        fits[0] = True
+    rnd = Round(nodes=nodes)
+    req = Request(deployment="web", slot=slot, generation=1)
+    masked = _top(req, rnd, np.array(totals), fits, keep, gather_from=len(totals) + 1)
+    gathered = _top(req, rnd, np.array(totals), fits, keep, gather_from=0)
+    assert masked[0].tolist() == gathered[0].tolist()
+    assert masked[1] == gathered[1]
+    assert set(masked[0].tolist()) <= set(np.flatnonzero(fits).tolist())
 
 
 def assert_same_verdict(req: Request, rnd: Round, fresh: Round) -> None:
