@@ -3,7 +3,7 @@ full plugin set, against a plain Python loop that applies the same filters and
 scores node by node.
 
     python bench/scheduler.py [--nodes 500,5000,50000] [--replicas 10000]
-                              [--loop-replicas 1000,200,20] [--seed 7]
+                              [--loop-replicas 1000,200,20] [--seed 7] [--repeat 3]
 
 The fleet: sites on a plane (coordinates in milliseconds of RTT), labelled with
 region, country, provider, tier and (cloud sites) a price; nodes of mixed arch
@@ -18,7 +18,9 @@ host ports, data sets, image, cost. Replicas of the six are placed in turn
 into one round (a reconcile pass placing ``--replicas`` replicas).
 
 One JSON document goes to stdout: for each fleet size, placements/s, p50 and
-p99 latency of one placement for the array scheduler and for the loop, the
+p99 latency of one placement for the array scheduler (the median of
+``--repeat`` rounds, each round's placements/s listed beside it: on a shared
+host they move from minute to minute) and for the loop, the
 speed ratio, and how often the two chose the same node (the loop must agree
 on feasibility; totals are summed in another order, so an exact tie may break
 another way). The loop runs fewer replicas on big fleets (``--loop-replicas``)
@@ -241,9 +243,10 @@ def _refresh(nodes: list[Node], rtt: PlaneRtt, seed: int, share: float = 0.1) ->
     return sorted(times)[len(times) // 2]
 
 
-def run(size: int, replicas: int, loop_replicas: int, seed: int) -> dict[str, Any]:
-    nodes, rtt = fleet(size, seed)
-    reqs = requests(deployments(replicas), replicas)
+def _pass(nodes: list[Node], rtt: PlaneRtt, reqs: list[Request]) -> tuple[float, list[float],
+                                                                           list[str | None]]:
+    """One round over ``nodes`` placing ``reqs``: the seconds the round took to
+    build, each placement's seconds and each chosen node."""
     started = time.perf_counter()
     rnd = Round(nodes=nodes, rtt=rtt)
     build = time.perf_counter() - started
@@ -253,7 +256,20 @@ def run(size: int, replicas: int, loop_replicas: int, seed: int) -> dict[str, An
         decision = place(req, rnd)
         latencies.append(time.perf_counter() - t0)
         chosen.append(decision.node)
+    return build, latencies, chosen
+
+
+def run(size: int, replicas: int, loop_replicas: int, seed: int,
+        repeat: int) -> dict[str, Any]:
+    nodes, rtt = fleet(size, seed)
+    reqs = requests(deployments(replicas), replicas)
+    runs = [_pass(nodes, rtt, reqs) for _ in range(repeat)]
+    per_run = [len(latencies) / sum(latencies) for _, latencies, _ in runs]
+    middle = sorted(range(repeat), key=per_run.__getitem__)[repeat // 2]
+    build, latencies, chosen = runs[middle]
+    assert all(other == chosen for _, _, other in runs)  # the same decisions every time
     arrays = _stats(latencies)
+    arrays["runs_placements_per_s"] = [round(r, 1) for r in per_run]
     arrays["round_build_s"] = round(build, 3)
     arrays["round_refresh_s"] = round(_refresh(nodes, rtt, seed), 4)
     arrays["placed"] = sum(1 for c in chosen if c)
@@ -286,11 +302,13 @@ def main() -> None:
     parser.add_argument("--loop-replicas", default="1000,200,20",
                         help="replicas the loop places, per fleet size")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds the arrays place, per fleet size (the median is shown)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.nodes.split(",")]
     loops = [int(s) for s in args.loop_replicas.split(",")]
     loops += [loops[-1]] * (len(sizes) - len(loops))
-    results = [run(size, args.replicas, min(loop, args.replicas), args.seed)
+    results = [run(size, args.replicas, min(loop, args.replicas), args.seed, max(1, args.repeat))
                for size, loop in zip(sizes, loops, strict=False)]
     print(json.dumps({
         "bench": "scheduler", "plugins": f"full set ({len(FILTERS)} filters, {len(SCORES)} scores)",
