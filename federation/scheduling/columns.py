@@ -1,7 +1,8 @@
 """The inventory of one scheduling pass as columns: one numpy array per fact,
-one row per node, built once per :class:`Round` and updated in place when a
-replica is reserved, so a placement costs a few array operations instead of a
-Python loop over every node.
+one row per node, made once per :class:`Round` (from the columns a ``Fleet``
+keeps between passes, see ``fleet.py``) and updated in place when a replica is
+reserved, so a placement costs a few array operations instead of a Python loop
+over every node.
 
 Labels are encoded per key on first use: ``codes(key)`` gives each node the
 index of its value in the key's vocabulary (-1: no such label), so a selector is
@@ -74,7 +75,9 @@ class Round:
     ``deployment_apart`` each deployment's required anti-affinity terms: a replica
     may not land where it would break the terms of replicas already there, as
     their own replicas may not land next to what they shun. ``rtt`` gives
-    round-trip times from user locations (None: every RTT unknown).
+    round-trip times from user locations (None: every RTT unknown). ``fleet``
+    holds the nodes' columns from the last round made with it, and is refreshed
+    from ``nodes``; without one, every node is read.
     """
 
     nodes: Sequence[Node]
