@@ -265,11 +265,14 @@ def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
     the columns kept from the last round (None: every node is read)."""
     committed: dict[str, Usage] = {}
     placed: dict[str, Counter[str]] = {}
+    shares: dict[str, Request] = {}  # what one replica holds: the same for every slot
     for slot in slots:
         spec = specs.get(slot.deployment)
         if slot.node is None or spec is None or slot.deployment == exclude:
             continue
-        req = request_for(spec, slot.index, slot.generation)
+        req = shares.get(slot.deployment)
+        if req is None:
+            req = shares[slot.deployment] = request_for(spec, slot.index, slot.generation)
         committed[slot.node] = committed.get(slot.node, Usage()).plus(req)
         placed.setdefault(slot.deployment, Counter())[slot.node] += 1
     labels = {name: spec.labels for name, spec in specs.items() if name != exclude}
