@@ -301,7 +301,7 @@ def misplaced(specs: Mapping[str, Deployment], slots: Iterable[SlotRecord],
         req = asked[slot.deployment]
         if may_stay(req, rnd, rnd.index[node.name]):
             if req.max_per_node > 0 or req.max_per_site > 0:  # only the limits count replicas
-                rnd.reserve(req, node.name)
+                rnd.count(req, node.name)
             continue
         refused = refusals(req, node, rnd, STAY_FILTERS)  # the reasons, in chain order
         out[slot.key] = f"node {node.name} no longer fits: " + ", ".join(r.reason for r in refused)

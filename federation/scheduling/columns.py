@@ -366,6 +366,16 @@ class Round:
         """Hold ``request``'s share on ``node`` for the rest of the round."""
         held = self.reserved.get(node)
         self.reserved[node] = _EMPTY.plus(request) if held is None else held.plus(request)
+        self._count(request, self._join(request, node), 1)
+
+    def count(self, request: Request, node: str) -> None:
+        """Count a replica of ``request``'s deployment on ``node`` without holding its
+        share: for a round that only checks the limits on replica counts (which placed
+        replicas may stay), never for one that places."""
+        self._move_counts(request.deployment, self._join(request, node), 1)
+
+    def _join(self, request: Request, node: str) -> int:
+        """Count a replica of ``request``'s deployment on ``node`` in ``placed``; its row."""
         placed = self.placed.get(request.deployment)
         if placed is None:
             placed = self.placed[request.deployment] = Counter()
@@ -376,7 +386,7 @@ class Round:
             self.membership += 1
         if request.apart:
             self.deployment_apart.setdefault(request.deployment, request.apart)
-        self._count(request, self.index[node], 1)
+        return self.index[node]
 
     def unreserve(self, request: Request, node: str) -> None:
         """Give back what :meth:`reserve` held for ``request`` on ``node``: every
@@ -401,7 +411,10 @@ class Round:
         move the deployment's replica counts and spread scores with it."""
         self._take(i, request, step)
         self.touched.append(i)
-        counts = self._counts.get(request.deployment)
+        self._move_counts(request.deployment, i, step)
+
+    def _move_counts(self, deployment: str, i: int, step: int) -> None:
+        counts = self._counts.get(deployment)
         if counts is not None:
             counts.node[i] += step
             for index, size, per_domain, scores in counts.cells:
