@@ -274,7 +274,10 @@ def new_round(nodes: Iterable[Node], slots: Iterable[SlotRecord],
         if req is None:
             req = shares[slot.deployment] = request_for(spec, slot.index, slot.generation)
         committed[slot.node] = committed.get(slot.node, Usage()).plus(req)
-        placed.setdefault(slot.deployment, Counter())[slot.node] += 1
+        counted = placed.get(slot.deployment)
+        if counted is None:
+            counted = placed[slot.deployment] = Counter()
+        counted[slot.node] += 1
     labels = {name: spec.labels for name, spec in specs.items() if name != exclude}
     apart = {name: terms for name, spec in specs.items()
              if name != exclude and (terms := request_for(spec, 0, 0).apart)}
