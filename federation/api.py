@@ -64,12 +64,20 @@ def _quantile(sorted_values: list[float], q: float) -> float | None:
 
 
 async def stats(request: web.Request) -> web.Response:
-    """Counters for operators and benchmarks: command round trips, refusals."""
+    """Counters for operators and benchmarks: command round trips, refusals, what a
+    reconcile pass costs and how much of the nodes' columns it read again."""
     c = _controller(request)
     acks = sorted(c.ack_latencies)
+    passes = sorted(c.pass_seconds)
+    fleet = c.fleet
     return web.json_response({
         "command_ack_seconds": {"count": len(acks), "p50": _quantile(acks, 0.50),
                                 "p99": _quantile(acks, 0.99), "max": acks[-1] if acks else None},
+        "reconcile_pass_seconds": {"passes": c.passes, "p50": _quantile(passes, 0.50),
+                                   "p99": _quantile(passes, 0.99),
+                                   "max": passes[-1] if passes else None},
+        "scheduler_columns": {"nodes": len(fleet.nodes), "refreshes": fleet.refreshes,
+                              "layouts_built": fleet.layouts, "rows_read": fleet.rows_total},
         "commands_inflight": len(c.inflight),
         "rejected_messages": dict(c.rejected),
         "broker_connects": c.bus.connects if c.bus is not None else 0,

@@ -92,6 +92,8 @@ class Controller:
         self.sent: dict[CommandKey, float] = {}
         self.waiters: dict[str, asyncio.Future[wire.Event]] = {}
         self.ack_latencies: list[float] = []
+        self.passes = 0  # reconcile passes run, and how long the last 1,000 took
+        self.pass_seconds: list[float] = []
         self.rejected: Counter[str] = Counter()
         self.epoch = new_epoch()
         self.seq = 0
@@ -360,7 +362,11 @@ class Controller:
                 # Cut off from the broker, it would act on a world it cannot see (a
                 # Suspect node's grace would run out) with commands that cannot go out.
                 if self.inventory.paused_since is None:
+                    started = time.monotonic()
                     self.pass_once(time.time())
+                    self.passes += 1
+                    self.pass_seconds.append(time.monotonic() - started)
+                    del self.pass_seconds[:-1000]
             except Exception:  # one bad pass must not stop the controller
                 log.exception("reconcile pass failed")
             # Tick at the next liveness deadline if it comes before TICK, so that

@@ -176,15 +176,20 @@ class Fleet:
     states: list[str] = field(default_factory=list)
     process_runtime: Bools = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
     images: list[Sequence[str]] = field(default_factory=list)
-    # How the last refresh went: rows read again, and whether the layout was rebuilt.
+    # How the last refresh went: rows read again, and whether the layout was rebuilt;
+    # and since the fleet was made: refreshes, layouts built, rows read.
     rows_read: int = 0
     relaid: bool = False
+    refreshes: int = 0
+    layouts: int = 0
+    rows_total: int = 0
 
     def refresh(self, nodes: Sequence[Node]) -> Fleet:
         """Make the columns those of ``nodes``: every row read again when a node
         joined, left, moved in the order or was relabelled, otherwise only the rows
         of replaced nodes."""
         nodes = list(nodes)
+        self.refreshes += 1
         held, layout = self.nodes, self.layout
         if layout is None or len(nodes) != len(held):
             self._read_all(nodes)
@@ -204,6 +209,7 @@ class Fleet:
         size = len(nodes)
         self.nodes = nodes
         self.layout = _layout(nodes, [n.labels for n in nodes])
+        self.layouts += 1
         self.alloc_cpu, self.alloc_mem, self.alloc_disk, self.used_cpu, self.used_mem, \
             self.used_disk = (np.zeros(size, dtype=np.int64) for _ in range(6))
         self.devices = {}
@@ -217,6 +223,7 @@ class Fleet:
     def _read_rows(self, rows: Sequence[int], nodes: list[Node]) -> None:
         """Read ``nodes`` into ``rows``, a numpy assignment per column."""
         self.rows_read = len(rows)
+        self.rows_total += len(rows)
         if not rows:
             return
         at = np.asarray(rows, dtype=np.int64)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import sys
+import urllib.request
+from typing import Any
 
 import psutil
 
@@ -113,3 +115,28 @@ def test_exit_code_is_reported_and_never_restarted(make_federation, tmp_path):
     events = json.loads(edgefed("describe", "deployment", "once", "-o", "json",
                                 server=fed.server).stdout)["events"]
     assert any(e["kind"] == "InstanceExited" and "(exit 3)" in e["message"] for e in events)
+
+
+def stats(server: str) -> Any:
+    with urllib.request.urlopen(f"{server}/api/v1/stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_passes_make_their_rounds_from_the_kept_columns(make_federation):
+    """Every reconcile pass refreshes the nodes' columns kept since the last one: with
+    three nodes that keep reporting the same labels, passes go on without building
+    the layout again, and /api/v1/stats says so, with what the passes take."""
+    fed = make_federation("process")
+    start(fed)
+
+    def kept() -> Any:
+        now = stats(fed.server)
+        columns = now["scheduler_columns"]
+        return now if columns["refreshes"] >= columns["layouts_built"] + 10 else None
+
+    now = wait_until(kept, timeout=60, what="ten passes more than layouts built")
+    columns, passes = now["scheduler_columns"], now["reconcile_pass_seconds"]
+    assert columns["nodes"] == 3
+    assert 1 <= columns["layouts_built"] <= columns["refreshes"] - 10
+    assert 1 <= passes["passes"] <= columns["refreshes"]
+    assert 0 < passes["p50"] <= passes["p99"] <= passes["max"]

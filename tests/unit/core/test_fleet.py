@@ -167,6 +167,8 @@ def test_a_report_reads_its_own_row_and_a_relabelling_the_whole_layout() -> None
     rnd = Round(nodes=nodes, fleet=fleet)
     assert fleet.relaid and fleet.layout is not layout
     assert [t.describe() for t in rnd.taints] == ["dedicated=gpu:NoSchedule"]
+    # since it was made: four refreshes, two layouts, 5 + 0 + 2 + 5 rows
+    assert (fleet.refreshes, fleet.layouts, fleet.rows_total) == (4, 2, 12)
 
 
 def test_a_round_made_before_a_refresh_keeps_its_columns() -> None:
