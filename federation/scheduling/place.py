@@ -93,13 +93,13 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int, *,
     if len(total) >= gather_from:
         rows = np.flatnonzero(fits)
         total = total.take(rows)
+        if not len(rows):
+            return rows, []
     else:
         np.putmask(total, ~fits, nothing)
     picked: list[int] = []
     values: list[float] = []
     for _ in range(keep + 1):
-        if not len(total):
-            break
         i = int(total.argmax())
         value = total.item(i)
         if value == nothing:
@@ -107,12 +107,20 @@ def _top(req: Request, rnd: Round, total: Floats, fits: Bools, keep: int, *,
         picked.append(i)
         values.append(value)
         total[i] = nothing
+    if all(map(operator.gt, values, values[1:])):
+        best = np.array(picked[:keep], dtype=np.int64)
+        return (best if rows is None else rows.take(best)), values[:keep]  # best first
+    return _tied(req, rnd, total, picked, values, keep, rows)
+
+
+def _tied(req: Request, rnd: Round, total: Floats, picked: list[int], values: list[float],
+          keep: int, rows: Indices | None) -> tuple[Indices, list[float]]:
+    """``_top`` when totals tie: every node equal to the last kept total, ordered by
+    the seeded hash. ``picked`` and ``total`` index ``rows`` when given, else nodes."""
 
     def nodes(at: Indices) -> Indices:
         return at if rows is None else rows.take(at)
 
-    if all(map(operator.gt, values, values[1:])):
-        return nodes(np.array(picked[:keep], dtype=np.int64)), values[:keep]  # best first
     total[picked] = values  # back as they were
     bar = values[min(keep, len(values)) - 1]
     above = np.array([i for i, v in zip(picked, values, strict=True) if v > bar], dtype=np.int64)
