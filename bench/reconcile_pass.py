@@ -26,14 +26,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scheduler import deployments, fleet, requests
+from scheduler import deployments, fleet, report_usage, requests
 
 from federation.inventory import Node
 from federation.model import SlotRecord
@@ -41,8 +40,7 @@ from federation.planning import misplaced, new_round
 from federation.scheduler import Fleet, Round, place
 
 
-def _placed(nodes: list[Node], replicas: int, seed: int) -> tuple[dict[str, Any],
-                                                                   list[SlotRecord]]:
+def _placed(nodes: list[Node], replicas: int) -> tuple[dict[str, Any], list[SlotRecord]]:
     specs = {d.name: d for d in deployments(replicas)}
     rnd = Round(nodes=nodes)
     slots = []
@@ -51,15 +49,6 @@ def _placed(nodes: list[Node], replicas: int, seed: int) -> tuple[dict[str, Any]
         slots.append(SlotRecord(deployment=req.deployment, index=req.slot, generation=1,
                                 revision=1, node=node))
     return specs, slots
-
-
-def _report(nodes: list[Node], share: float, rng: random.Random) -> None:
-    """``share`` of the nodes send a capacity report with new usage."""
-    for i in rng.sample(range(len(nodes)), int(share * len(nodes))):
-        cap = nodes[i].capacity
-        assert cap is not None
-        used = replace(cap.used, cpu_millis=rng.randrange(cap.allocatable.cpu_millis // 2))
-        nodes[i] = replace(nodes[i], capacity=replace(cap, used=used))
 
 
 def _median(passes: int, before: Callable[[], None], step: Callable[[Fleet | None], object],
@@ -75,7 +64,7 @@ def _median(passes: int, before: Callable[[], None], step: Callable[[Fleet | Non
 
 def run(size: int, replicas: int, share: float, passes: int, seed: int) -> dict[str, Any]:
     nodes, rtt = fleet(size, seed)
-    specs, slots = _placed(nodes, replicas, seed)
+    specs, slots = _placed(nodes, replicas)
     rng = random.Random(seed)
     kept = Fleet()
     Round(nodes=nodes, fleet=kept)
@@ -86,7 +75,7 @@ def run(size: int, replicas: int, share: float, passes: int, seed: int) -> dict[
         "new_round": lambda f: new_round(nodes, slots, specs, rtt=rtt, fleet=f),
     }
     def report() -> None:
-        _report(nodes, share, rng)
+        report_usage(nodes, share, rng)
 
     for name, step in steps.items():
         anew = _median(passes, report, step, None)

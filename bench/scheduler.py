@@ -220,6 +220,16 @@ def _stats(latencies: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 4)}
 
 
+def report_usage(nodes: list[Node], share: float, rng: random.Random) -> None:
+    """``share`` of the nodes send a capacity report with new usage (each replaced
+    in ``nodes``, as the inventory replaces a node that reports)."""
+    for i in rng.sample(range(len(nodes)), int(share * len(nodes))):
+        cap = nodes[i].capacity
+        assert cap is not None
+        used = replace(cap.used, cpu_millis=rng.randrange(cap.allocatable.cpu_millis // 2))
+        nodes[i] = replace(nodes[i], capacity=replace(cap, used=used))
+
+
 def _refresh(nodes: list[Node], rtt: PlaneRtt, seed: int, share: float = 0.1) -> float:
     """Seconds to make the next pass's round from the columns kept by the last
     (``Fleet``) after ``share`` of the nodes sent a new capacity report: the
@@ -231,11 +241,7 @@ def _refresh(nodes: list[Node], rtt: PlaneRtt, seed: int, share: float = 0.1) ->
     nodes = list(nodes)
     times = []
     for _ in range(5):
-        for i in rng.sample(range(len(nodes)), int(share * len(nodes))):
-            cap = nodes[i].capacity
-            assert cap is not None
-            used = replace(cap.used, cpu_millis=rng.randrange(cap.allocatable.cpu_millis // 2))
-            nodes[i] = replace(nodes[i], capacity=replace(cap, used=used), last_seen=1.0)
+        report_usage(nodes, share, rng)
         started = time.perf_counter()
         Round(nodes=nodes, rtt=rtt, fleet=kept)
         times.append(time.perf_counter() - started)
