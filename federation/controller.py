@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -93,7 +93,7 @@ class Controller:
         self.waiters: dict[str, asyncio.Future[wire.Event]] = {}
         self.ack_latencies: list[float] = []
         self.passes = 0  # reconcile passes run, and how long the last 1,000 took
-        self.pass_seconds: list[float] = []
+        self.pass_seconds: deque[float] = deque(maxlen=1000)
         self.rejected: Counter[str] = Counter()
         self.epoch = new_epoch()
         self.seq = 0
@@ -366,7 +366,6 @@ class Controller:
                     self.pass_once(time.time())
                     self.passes += 1
                     self.pass_seconds.append(time.monotonic() - started)
-                    del self.pass_seconds[:-1000]
             except Exception:  # one bad pass must not stop the controller
                 log.exception("reconcile pass failed")
             # Tick at the next liveness deadline if it comes before TICK, so that

@@ -121,7 +121,7 @@ class Round:
         # Bumped whenever a deployment joins or leaves ``placed`` (``unreserve`` can
         # take the last replica off): what ``matching`` remembers is keyed by it.
         self.membership = 0
-        self._build_resources(kept)
+        self._build_resources(kept, layout.reported)
         self.ready = kept.ready.copy()
         self.states = list(kept.states)
         self.process_runtime = kept.process_runtime.copy()
@@ -132,9 +132,10 @@ class Round:
 
     # -- building -----------------------------------------------------------------
 
-    def _build_resources(self, kept: Fleet) -> None:
+    def _build_resources(self, kept: Fleet, reported: list[bool]) -> None:
         """The fleet's columns, with the committed usage on top: where the controller
-        has assigned more than a node reports, the assignment counts."""
+        has assigned more than a node reports, the assignment counts (a row not
+        ``reported`` yet counts only its assignment)."""
         self.devices: dict[str, Ints] = {kind: column.copy()
                                          for kind, column in kept.devices.items()}
         self.ports: dict[int, Bools] = {}
@@ -142,7 +143,6 @@ class Round:
             kept.alloc_cpu.copy(), kept.alloc_mem.copy(), kept.alloc_disk.copy())
         used_cpu, used_mem, used_disk = (
             kept.used_cpu.copy(), kept.used_mem.copy(), kept.used_disk.copy())
-        reported = kept.layout.reported if kept.layout else []
         for name, mine in self.committed.items():
             i = self.index.get(name)
             if i is None:

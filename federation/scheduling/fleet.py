@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.inventory import Node, NodeState, common_labels
+from federation.scheduling.request import Scope
 from federation.wire import Capacity
 from policies.model import TaintEffect
 
@@ -94,7 +95,7 @@ class Layout:
     taints: dict[Taint, Bools]
     columns: dict[tuple[str, str], LabelColumn] = field(default_factory=dict)
     numbers: dict[str, Floats] = field(default_factory=dict)
-    domains: dict[object, tuple[Ints, int]] = field(default_factory=dict)
+    domains: dict[Scope, tuple[Ints, int]] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=1 << 18)
