@@ -30,6 +30,10 @@ to keep the bench short; the JSON says how many.
 making the next pass's round from the columns the last one kept (``Fleet``)
 after a tenth of the nodes sent a new capacity report, as the controller does
 on every pass.
+
+``target`` holds the marks the scheduler is held to, for the fleet sizes run:
+at least 10,000 placements/s with p99 at most 2 ms at 5,000 nodes, at least
+1,000/s at 50,000; ``met`` says whether this run met them all.
 """
 
 from __future__ import annotations
@@ -274,7 +278,7 @@ def run(size: int, replicas: int, loop_replicas: int, seed: int,
     middle = sorted(range(repeat), key=per_run.__getitem__)[repeat // 2]
     build, latencies, chosen = runs[middle]
     assert all(other == chosen for _, _, other in runs)  # the same decisions every time
-    arrays = _stats(latencies)
+    arrays: dict[str, Any] = dict(_stats(latencies))
     arrays["runs_placements_per_s"] = [round(r, 1) for r in per_run]
     arrays["round_build_s"] = round(build, 3)
     arrays["round_refresh_s"] = round(_refresh(nodes, rtt, seed), 4)
@@ -321,7 +325,27 @@ def main() -> None:
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
                         "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
         "results": results,
+        "target": target(results),
     }, indent=2))
+
+
+# Per fleet size: placements/s at least, p99 ms per placement at most (None: no mark).
+TARGETS = {5_000: (10_000.0, 2.0), 50_000: (1_000.0, None)}
+
+
+def target(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each mark for the fleet sizes this run measured, and whether all of them were
+    met; ``met`` is None when the run measured none of the marked sizes."""
+    marks: dict[str, Any] = {}
+    for r in results:
+        if r["nodes"] not in TARGETS:
+            continue
+        rate, p99 = TARGETS[r["nodes"]]
+        a = r["arrays"]
+        marks[str(r["nodes"])] = {
+            "placements_per_s_at_least": rate, "p99_ms_at_most": p99,
+            "met": a["placements_per_s"] >= rate and (p99 is None or a["p99_ms"] <= p99)}
+    return {"by_nodes": marks, "met": all(m["met"] for m in marks.values()) if marks else None}
 
 
 if __name__ == "__main__":
