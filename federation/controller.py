@@ -36,7 +36,13 @@ from federation.model import (
     SlotKey,
     SlotRecord,
 )
-from federation.planning import decide, misplaced, new_round, request_for
+from federation.planning import (
+    OPTIMAL_PASS_SECONDS,
+    decide,
+    misplaced,
+    new_round,
+    request_for,
+)
 from federation.reconcile import (
     RESEND_AFTER,
     Forget,
@@ -72,7 +78,8 @@ class Inflight:
 class Controller:
     def __init__(self, *, broker: str, db: Path, topic_root: str = wire.DEFAULT_ROOT,
                  liveness: Liveness | None = None, throttle: Throttle | None = None,
-                 events_kept: int = EVENTS_KEPT) -> None:
+                 events_kept: int = EVENTS_KEPT,
+                 solver_seconds: float = OPTIMAL_PASS_SECONDS) -> None:
         self.broker_url = broker
         self.topics = wire.Topics(topic_root)
         self.store = Store(db, events_kept=events_kept)
@@ -109,6 +116,11 @@ class Controller:
         # Stored, so a controller restart while the node is away still keeps the original.
         self.replaced_from: dict[SlotKey, str] = self.store.load_replaced_from()
         self._deferred = 0
+        # strategy: optimal. Seconds of exact solving a pass may spend over its batches,
+        # and the deployments whose batch a pass left for later, with the pass that
+        # first left each: the next passes solve them first, oldest first.
+        self.solver_seconds = solver_seconds
+        self._left: dict[str, int] = {}
         # Paced rollouts (federation.rollout), stored so a restart resumes them; and when
         # each instance (node, deployment, slot, generation) was first seen running.
         self.rollouts: dict[str, RolloutState] = self.store.load_rollouts()
@@ -481,6 +493,8 @@ class Controller:
         self.wake.set()
 
     def _place(self, places: list[Place], now: float) -> None:
+        if self._left:  # batches left by earlier passes go first (a pass always solves its first)
+            places = sorted(places, key=lambda p: self._left.get(p.slot.deployment, math.inf))
         specs = self.specs()
         moving = {p.slot.key for p in places}
         rnd = new_round(self.inventory.nodes.values(),
@@ -491,8 +505,14 @@ class Controller:
         requests = [request_for(specs[p.slot.deployment], p.slot.index, generation,
                                 current_node=p.prefer_node)
                     for p, generation in zip(places, generations, strict=True)]
-        for p, generation, decided in zip(places, generations, decide(requests, rnd),
+        left: set[str] = set()
+        for p, generation, decided in zip(places, generations,
+                                          decide(requests, rnd,
+                                                 solver_seconds=self.solver_seconds),
                                           strict=True):
+            if decided is None:  # the exact solver's time for this pass is spent
+                left.add(p.slot.deployment)
+                continue
             decision = decided.decision
             expl = {**decision.explanation.to_dict(), "message": decided.message}
             if decision.node is None:
@@ -523,6 +543,19 @@ class Controller:
                                     deployment=slot.deployment, slot=slot.index,
                                     node=decision.node)
             self._send_run(slot, now)
+        self._leave(left)
+
+    def _leave(self, left: set[str]) -> None:
+        """Remember the deployments whose optimal batch this pass left for a later one
+        (forgetting those it solved) and wake the next pass, which runs as soon as the
+        messages that came in the meantime are read."""
+        if left:
+            # Said once when passes start leaving batches, not on every pass after.
+            log.log(logging.DEBUG if self._left else logging.INFO,
+                    "strategy optimal: %s left for the next pass; this one has had its %gs "
+                    "of exact solving", ", ".join(sorted(left)), self.solver_seconds)
+            self.wake.set()
+        self._left = {d: self._left.get(d, self.passes) for d in left}
 
     def _send(self, node: str, command: wire.Command, key: CommandKey, now: float) -> None:
         assert self.bus is not None
@@ -839,8 +872,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-kept", type=int, default=EVENTS_KEPT, metavar="N",
                         help="events kept in the database, the newest; older ones are deleted "
                         f"as new ones come (default {EVENTS_KEPT:,})")
+    parser.add_argument("--solver-seconds", type=float, default=OPTIMAL_PASS_SECONDS,
+                        metavar="S",
+                        help="seconds of exact solving (strategy: optimal) a reconcile pass may "
+                        "spend; a deployment's batch starts only if it can finish within them, "
+                        "except a pass's first, and the rest wait for the next pass "
+                        f"(default {OPTIMAL_PASS_SECONDS:g})")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if args.solver_seconds < 0:
+        parser.error("--solver-seconds must not be negative")
     if args.events_kept < 1:
         parser.error("--events-kept must be at least 1")
     logging.basicConfig(level=args.log_level.upper(),
@@ -871,7 +912,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   burst=args.replacement_burst,
                                                   tokens=args.replacement_burst)
                                 if args.max_replacements_per_second > 0 else None,
-                                events_kept=args.events_kept)
+                                events_kept=args.events_kept,
+                                solver_seconds=args.solver_seconds)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

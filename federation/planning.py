@@ -8,6 +8,7 @@ the same scheduler path and the same explanations.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,13 @@ def _users(group: UserGroup) -> Users:
 # the pass waits for it, so it stays well under a heartbeat interval.
 OPTIMAL_TIME_LIMIT = 0.5
 
+# Seconds of exact solving one reconcile pass may spend over all its batches. The
+# pass runs on the controller's event loop, which reads no message while it waits:
+# a batch starts only if it can run to its time limit within these, except the
+# pass's first, so that every pass makes progress. The replicas of a batch that may
+# not start are left for the next pass.
+OPTIMAL_PASS_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class Decided:
@@ -128,45 +136,70 @@ class Decided:
         return f"{self.note}; {message}" if self.note else message
 
 
-def decide(requests: Sequence[Request], rnd: Round) -> list[Decided]:
+def decide(requests: Sequence[Request], rnd: Round, *,
+           solver_seconds: float | None = None) -> list[Decided | None]:
     """Place ``requests`` in order, reserving each in ``rnd``. The replicas of a
     deployment with ``strategy: optimal`` are solved together, as one batch at the
     position of the first of them; every other replica is placed on its own. A
     two-phase replica that fits nowhere may have room made for it by moving
     replicas placed one at a time earlier in the pass (``scheduling.repair``); a
-    deployment for which that fails once is not tried again in the pass."""
+    deployment for which that fails once is not tried again in the pass.
+
+    With ``solver_seconds``, a batch after the first starts only if the solver's
+    time so far plus its time limit stays within them; the replicas of a batch
+    that does not start are None (left for a later pass, nothing reserved)."""
     batches: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
         if req.strategy == "optimal" and _optimal_available():
             batches.setdefault(req.deployment, []).append(i)
-    out: dict[int, Decided] = {}
+    out: dict[int, Decided | None] = {}
     movable: list[int] = []  # placed one at a time in this pass
     cornered: set[str] = set()
+    solving = _Solving(budget=solver_seconds)
     for i, req in enumerate(requests):
         if i in out:
             continue
         batch = batches.get(req.deployment) if req.strategy == "optimal" else None
         if batch:
-            from federation.optimal import place_optimal  # scipy: imported only when asked
-
-            placed = place_optimal([requests[j] for j in batch], rnd,
-                                   time_limit=OPTIMAL_TIME_LIMIT)
-            out.update((j, Decided(p.decision, p.note)) for j, p in zip(batch, placed,
-                                                                        strict=True))
+            out.update(zip(batch, solving.solve([requests[j] for j in batch], rnd),
+                           strict=True))
             continue
-        out[i] = Decided(place(req, rnd))
-        if out[i].decision.node is None and req.strategy == "two-phase" and \
+        decided = Decided(place(req, rnd))
+        if decided.decision.node is None and req.strategy == "two-phase" and \
                 req.deployment not in cornered:
-            room = make_room(req, [(j, out[j].decision) for j in movable], rnd)
+            placed = {j: d for j in movable if (d := out[j]) is not None}
+            room = make_room(req, [(j, d.decision) for j, d in placed.items()], rnd)
             if room is None:
                 cornered.add(req.deployment)
             else:
-                out[i] = Decided(room.decision, room.note)
+                decided = Decided(room.decision, room.note)
                 out.update((m.position, Decided(m.decision, moved_note(m, req)))
                            for m in room.moved)
-        if out[i].decision.node is not None:
+        out[i] = decided
+        if decided.decision.node is not None:
             movable.append(i)
     return [out[i] for i in range(len(requests))]
+
+
+@dataclass(slots=True)
+class _Solving:
+    """The exact solver's share of a pass: batches solved, seconds spent."""
+
+    budget: float | None
+    batches: int = 0
+    spent: float = 0.0
+
+    def solve(self, batch: list[Request], rnd: Round) -> list[Decided | None]:
+        if self.budget is not None and self.batches and \
+                self.spent + OPTIMAL_TIME_LIMIT > self.budget:
+            return [None] * len(batch)
+        from federation.optimal import place_optimal  # scipy: imported only when asked
+
+        started = time.monotonic()
+        placed = place_optimal(batch, rnd, time_limit=OPTIMAL_TIME_LIMIT)
+        self.spent += time.monotonic() - started
+        self.batches += 1
+        return [Decided(p.decision, p.note) for p in placed]
 
 
 def _optimal_available() -> bool:
@@ -365,7 +398,7 @@ def dry_run(spec: Deployment, nodes: Sequence[Node], slots: Mapping[SlotKey, Slo
                 for (index, current), (_, prefer) in zip(moving, why, strict=True)]
     out = [_planned(index, current, reason, decided)
            for (index, current), (reason, _), decided
-           in zip(moving, why, decide(requests, rnd), strict=True)]
+           in zip(moving, why, decide(requests, rnd), strict=True)]  # no budget: all decided
     return sorted(keep + out, key=lambda p: p.slot)
 
 
@@ -384,8 +417,9 @@ def _why_placed(current: SlotRecord | None, nodes: Mapping[str, Node],
 
 
 def _planned(index: int, current: SlotRecord | None, reason: str,
-             decided: Decided) -> PlannedSlot:
+             decided: Decided | None) -> PlannedSlot:
     """One replica of a dry run: where it goes and what changes for it."""
+    assert decided is not None  # a dry run decides with no budget for the solver
     here = current.node if current is not None else None
     decision = decided.decision
     if decision.node is None:

@@ -343,6 +343,37 @@ def test_optimal_strategy_places_the_batch_and_says_so(make_federation, tmp_path
     assert len(whys) == 4 and all(w.startswith("optimal (gap") for w in whys), whys
 
 
+def test_optimal_batches_past_a_pass_solver_time_wait_for_a_later_pass(make_federation,
+                                                                          tmp_path):
+    """With no solver time a pass solves only its first optimal batch and leaves the
+    rest for the next, which solves them first: a batch that never fits (``held``,
+    first in every pass's order) does not keep another from being solved."""
+    fed = make_federation("process")
+    fed.start_controller("--lost-after", "30", "--solver-seconds", "0")
+    optimal = "  placement:\n    strategy: optimal\n"
+    texts = [WORKER.format(name="held", replicas=1, marker=marker()) + optimal
+             + "    nodeSelector: {matchLabels: {disk: none}}\n",
+             WORKER.format(name="solved", replicas=2, marker=marker()) + optimal]
+    path = write(tmp_path / "both.yaml", "---\n".join(texts))
+    # Accepted before any node is there, both wait in every pass until one is.
+    edgefed("apply", "-f", path, "--allow-pending", server=fed.server)
+    log = fed.workdir / "controller.log"
+    wait_until(lambda: "left for the next pass" in log.read_text(), timeout=20,
+               what="a pass leaving an optimal batch")
+    for site in ("site-a", "site-b"):
+        fed.start_agent(f"{site}-{fed.tag}", site, extra=["--report-interval", "1"])
+    running(fed, "solved", 2)
+    described = json.loads(edgefed("describe", "deployment", "solved", "-o", "json",
+                                   server=fed.server).stdout)
+    whys = [s["why"] for s in described["slots"]]
+    assert len(whys) == 2 and all(w.startswith("optimal (gap") for w in whys), whys
+    held = json.loads(edgefed("describe", "deployment", "held", "-o", "json",
+                               server=fed.server).stdout)
+    assert [s["node"] for s in held["slots"]] == [None]
+    # Said once when passes began leaving batches, not on every pass since.
+    assert log.read_text().count("left for the next pass") == 1
+
+
 def test_device_requests_go_to_the_nodes_that_report_them(make_federation, tmp_path):
     fed = make_federation("process")
     fed.start_controller("--lost-after", "30")

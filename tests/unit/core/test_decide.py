@@ -68,6 +68,26 @@ def test_a_dry_run_of_an_optimal_deployment_says_how_the_batch_was_solved() -> N
     assert all(p.node in {"n1", "n2"} and p.message.startswith("optimal (gap") for p in plan)
 
 
+def test_a_batch_that_may_not_start_in_the_solver_time_left_is_left_whole() -> None:
+    """With no solver time, the pass's first batch still runs; the next is left
+    (None, nothing reserved) and the two-phase replicas around it are placed."""
+    nodes = [node("n1", cpu=4000), node("n2", site="s2", cpu=4000)]
+    web, db, api = _optimal("web", 2), _optimal("db", 2), spec("api", replicas=1, cpu=1000)
+    requests = [request_for(web, 0, 1), request_for(db, 0, 1), request_for(api, 0, 1),
+                request_for(web, 1, 1), request_for(db, 1, 1)]
+    rnd = new_round(nodes, [], specs(web, db, api))
+    decided = decide(requests, rnd, solver_seconds=0.0)
+    assert [d is None for d in decided] == [False, True, False, False, True]
+    assert all(d.note.startswith("optimal (gap") for d in (decided[0], decided[3]))
+    assert decided[2].decision.node is not None
+    assert set(rnd.placed) == {"web", "api"}
+    # With time for both (each batch here solves in milliseconds), none is left.
+    again = decide(requests, new_round(nodes, [], specs(web, db, api)), solver_seconds=10.0)
+    assert all(d is not None and d.decision.node is not None for d in again)
+    # A dry run has no budget: every replica is decided.
+    assert all(d is not None for d in decide(requests, new_round(nodes, [], specs(web, db, api))))
+
+
 def test_a_disk_request_goes_only_where_the_disk_is_free() -> None:
     roomy = node("roomy", site="s2")
     roomy = replace(roomy, capacity=replace(roomy.capacity, allocatable=replace(
