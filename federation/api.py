@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -342,10 +343,22 @@ async def plan(request: web.Request) -> web.Response:
         named = {s.name for s in specs}
         specs += [r.spec for n, r in sorted(c.deployments.items())
                   if n not in named and not r.deleted and c.merged(r.spec, after) != c.effective(n)]
+    planned = []
+    for spec in specs:
+        planned.append(_plan_one(c, spec, after))
+        await _let_the_loop_run()
     return web.json_response({
-        "deployments": [_plan_one(c, spec, after) for spec in specs],
+        "deployments": planned,
         "policies": [{"name": p.name, "warnings": unenforced_policy(p)}
                      for p in policies.values()]})
+
+
+async def _let_the_loop_run() -> None:
+    """Between the dry runs of one request: a dry run holds the controller's event
+    loop (up to a second on a big fleet, or an optimal batch's time limit), and a
+    request may ask for many; the messages that came meanwhile are read before the
+    next (heartbeats, and the echo by which the controller knows it is in contact)."""
+    await asyncio.sleep(0)
 
 
 def _plan_one(c: Controller, spec: Deployment,
@@ -402,7 +415,7 @@ async def put_policy(request: web.Request) -> web.Response:
     after = {**c.policies, policy.name: policy}
     extra = {"warnings": unenforced_policy(policy)}
     if not _allow_pending(request):
-        stuck = _stuck_under(c, after)
+        stuck = await _stuck_under(c, after)
         if stuck:
             return _error(409, f"{len(stuck)} replica(s) would fit on no node under placement "
                           f"policy {policy.name}; nothing was changed (use --allow-pending to "
@@ -412,20 +425,23 @@ async def put_policy(request: web.Request) -> web.Response:
                               "deployments": c.bound_to(policy.name), **extra})
 
 
-def _stuck_under(c: Controller, policies: dict[str, PlacementPolicy]) -> list[dict[str, str]]:
+async def _stuck_under(c: Controller,
+                       policies: dict[str, PlacementPolicy]) -> list[dict[str, str]]:
     """Replicas that would fit on no node if ``policies`` replaced the stored ones,
-    each deployment planned on its own against what runs today."""
-    nodes, specs = list(c.inventory.nodes.values()), c.specs()
+    each deployment planned on its own against what runs then."""
     stuck = []
     for name, record in sorted(c.deployments.items()):
-        if record.deleted:
+        specs = c.specs()
+        if record.deleted or name not in specs:
             continue
         effective, _ = c.merged(record.spec, policies)
         if effective == specs[name]:
             continue
         stuck += [{"slot": f"{name}/{p.slot}", "message": p.message}
-                  for p in dry_run(effective, nodes, c.slots, specs, rtt=c.latency)
+                  for p in dry_run(effective, list(c.inventory.nodes.values()), c.slots, specs,
+                                   rtt=c.latency, fleet=c.fleet)
                   if p.node is None]
+        await _let_the_loop_run()
     return stuck
 
 
