@@ -38,6 +38,7 @@ from federation.model import (
 )
 from federation.planning import (
     OPTIMAL_PASS_SECONDS,
+    SolverTime,
     decide,
     misplaced,
     new_round,
@@ -507,8 +508,9 @@ class Controller:
                     for p, generation in zip(places, generations, strict=True)]
         left: set[str] = set()
         for p, generation, decided in zip(places, generations,
-                                          decide(requests, rnd,
-                                                 solver_seconds=self.solver_seconds),
+                                          decide(requests, rnd, solver_time=SolverTime(
+                                              seconds=self.solver_seconds,
+                                              clock=time.monotonic)),
                                           strict=True):
             if decided is None:  # the exact solver's time for this pass is spent
                 left.add(p.slot.deployment)

@@ -8,9 +8,8 @@ the same scheduler path and the same explanations.
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -114,12 +113,26 @@ def _users(group: UserGroup) -> Users:
 # the pass waits for it, so it stays well under a heartbeat interval.
 OPTIMAL_TIME_LIMIT = 0.5
 
-# Seconds of exact solving one reconcile pass may spend over all its batches. The
-# pass runs on the controller's event loop, which reads no message while it waits:
-# a batch starts only if it can run to its time limit within these, except the
-# pass's first, so that every pass makes progress. The replicas of a batch that may
-# not start are left for the next pass.
+# Seconds of exact solving one reconcile pass may spend over all its batches
+# (``SolverTime``; ``edgefed controller --solver-seconds``).
 OPTIMAL_PASS_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class SolverTime:
+    """The exact solver's time in one reconcile pass: ``seconds`` over all its
+    batches, measured on ``clock``. The pass runs on the controller's event loop,
+    which reads no message while it waits, so a batch starts only if it can run to
+    its time limit within them; the pass's first always starts, so that every pass
+    makes progress."""
+
+    seconds: float
+    clock: Callable[[], float]
+    spent: float = 0.0
+    batches: int = 0
+
+    def may_start(self) -> bool:
+        return not self.batches or self.spent + OPTIMAL_TIME_LIMIT <= self.seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +150,7 @@ class Decided:
 
 
 def decide(requests: Sequence[Request], rnd: Round, *,
-           solver_seconds: float | None = None) -> list[Decided | None]:
+           solver_time: SolverTime | None = None) -> list[Decided | None]:
     """Place ``requests`` in order, reserving each in ``rnd``. The replicas of a
     deployment with ``strategy: optimal`` are solved together, as one batch at the
     position of the first of them; every other replica is placed on its own. A
@@ -145,9 +158,9 @@ def decide(requests: Sequence[Request], rnd: Round, *,
     replicas placed one at a time earlier in the pass (``scheduling.repair``); a
     deployment for which that fails once is not tried again in the pass.
 
-    With ``solver_seconds``, a batch after the first starts only if the solver's
-    time so far plus its time limit stays within them; the replicas of a batch
-    that does not start are None (left for a later pass, nothing reserved)."""
+    With ``solver_time``, the replicas of a batch that may not start in the time
+    left are None: left for a later pass, nothing reserved. Without, every batch
+    is solved (dry runs)."""
     batches: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
         if req.strategy == "optimal" and _optimal_available():
@@ -155,13 +168,12 @@ def decide(requests: Sequence[Request], rnd: Round, *,
     out: dict[int, Decided | None] = {}
     movable: list[int] = []  # placed one at a time in this pass
     cornered: set[str] = set()
-    solving = _Solving(budget=solver_seconds)
     for i, req in enumerate(requests):
         if i in out:
             continue
         batch = batches.get(req.deployment) if req.strategy == "optimal" else None
         if batch:
-            out.update(zip(batch, solving.solve([requests[j] for j in batch], rnd),
+            out.update(zip(batch, _solve([requests[j] for j in batch], rnd, solver_time),
                            strict=True))
             continue
         decided = Decided(place(req, rnd))
@@ -181,25 +193,19 @@ def decide(requests: Sequence[Request], rnd: Round, *,
     return [out[i] for i in range(len(requests))]
 
 
-@dataclass(slots=True)
-class _Solving:
-    """The exact solver's share of a pass: batches solved, seconds spent."""
+def _solve(batch: list[Request], rnd: Round,
+           solver_time: SolverTime | None) -> list[Decided | None]:
+    """One optimal batch solved, or None for each replica if it may not start."""
+    if solver_time is not None and not solver_time.may_start():
+        return [None] * len(batch)
+    from federation.optimal import place_optimal  # scipy: imported only when asked
 
-    budget: float | None
-    batches: int = 0
-    spent: float = 0.0
-
-    def solve(self, batch: list[Request], rnd: Round) -> list[Decided | None]:
-        if self.budget is not None and self.batches and \
-                self.spent + OPTIMAL_TIME_LIMIT > self.budget:
-            return [None] * len(batch)
-        from federation.optimal import place_optimal  # scipy: imported only when asked
-
-        started = time.monotonic()
-        placed = place_optimal(batch, rnd, time_limit=OPTIMAL_TIME_LIMIT)
-        self.spent += time.monotonic() - started
-        self.batches += 1
-        return [Decided(p.decision, p.note) for p in placed]
+    started = solver_time.clock() if solver_time is not None else 0.0
+    placed = place_optimal(batch, rnd, time_limit=OPTIMAL_TIME_LIMIT)
+    if solver_time is not None:
+        solver_time.spent += solver_time.clock() - started
+        solver_time.batches += 1
+    return [Decided(p.decision, p.note) for p in placed]
 
 
 def _optimal_available() -> bool:

@@ -5,12 +5,23 @@ in the pass."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import replace
 
+import pytest
+
 from federation.inventory import Node
-from federation.planning import decide, dry_run, new_round, request_for
-from federation.scheduler import Scope, place
+from federation.planning import (
+    OPTIMAL_PASS_SECONDS,
+    OPTIMAL_TIME_LIMIT,
+    SolverTime,
+    decide,
+    dry_run,
+    new_round,
+    request_for,
+)
+from federation.scheduler import Request, Scope, place
 from policies.model import (
     AffinityTerm,
     Deployment,
@@ -68,24 +79,45 @@ def test_a_dry_run_of_an_optimal_deployment_says_how_the_batch_was_solved() -> N
     assert all(p.node in {"n1", "n2"} and p.message.startswith("optimal (gap") for p in plan)
 
 
-def test_a_batch_that_may_not_start_in_the_solver_time_left_is_left_whole() -> None:
-    """With no solver time, the pass's first batch still runs; the next is left
-    (None, nothing reserved) and the two-phase replicas around it are placed."""
+def _two_batches() -> tuple[list[Node], dict[str, Deployment], list[Request]]:
     nodes = [node("n1", cpu=4000), node("n2", site="s2", cpu=4000)]
     web, db, api = _optimal("web", 2), _optimal("db", 2), spec("api", replicas=1, cpu=1000)
     requests = [request_for(web, 0, 1), request_for(db, 0, 1), request_for(api, 0, 1),
                 request_for(web, 1, 1), request_for(db, 1, 1)]
-    rnd = new_round(nodes, [], specs(web, db, api))
-    decided = decide(requests, rnd, solver_seconds=0.0)
+    return nodes, specs(web, db, api), requests
+
+
+def test_a_batch_that_may_not_start_in_the_solver_time_left_is_left_whole() -> None:
+    """With no solver time, the pass's first batch still runs; the next is left
+    (None, nothing reserved) and the two-phase replica between them is placed."""
+    nodes, deployments, requests = _two_batches()
+    rnd = new_round(nodes, [], deployments)
+    decided = decide(requests, rnd, solver_time=SolverTime(seconds=0.0, clock=time.monotonic))
     assert [d is None for d in decided] == [False, True, False, False, True]
     assert all(d.note.startswith("optimal (gap") for d in (decided[0], decided[3]))
     assert decided[2].decision.node is not None
     assert set(rnd.placed) == {"web", "api"}
-    # With time for both (each batch here solves in milliseconds), none is left.
-    again = decide(requests, new_round(nodes, [], specs(web, db, api)), solver_seconds=10.0)
-    assert all(d is not None and d.decision.node is not None for d in again)
-    # A dry run has no budget: every replica is decided.
-    assert all(d is not None for d in decide(requests, new_round(nodes, [], specs(web, db, api))))
+    # A dry run gives the solver no limit: every replica is decided.
+    assert all(d is not None for d in decide(requests, new_round(nodes, [], deployments)))
+
+
+@pytest.mark.parametrize(("first_batch_seconds", "second_starts"), [
+    (0.4, True),   # 0.4 spent + the 0.5 limit fits in 1 s
+    (0.5, True),
+    (0.6, False),
+])
+def test_a_later_batch_starts_only_if_its_time_limit_fits_in_what_is_left(
+        first_batch_seconds: float, second_starts: bool) -> None:
+    """The pass's clock is read before and after each batch; here it says the first
+    batch took ``first_batch_seconds`` of the pass's 1 s."""
+    readings = iter([0.0, first_batch_seconds, 5.0, 5.0])
+    nodes, deployments, requests = _two_batches()
+    solver_time = SolverTime(seconds=OPTIMAL_PASS_SECONDS, clock=lambda: next(readings))
+    decided = decide(requests, new_round(nodes, [], deployments), solver_time=solver_time)
+    assert OPTIMAL_TIME_LIMIT == 0.5 and OPTIMAL_PASS_SECONDS == 1.0
+    assert (decided[1] is not None) is second_starts
+    assert solver_time.batches == (2 if second_starts else 1)
+    assert solver_time.spent == pytest.approx(first_batch_seconds)
 
 
 def test_a_disk_request_goes_only_where_the_disk_is_free() -> None:
