@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from federation.inventory import Node, NodeState
 from federation.model import SlotKey, SlotRecord, template_of
@@ -113,6 +113,8 @@ def _users(group: UserGroup) -> Users:
 # the pass waits for it, so it stays well under a heartbeat interval.
 OPTIMAL_TIME_LIMIT = 0.5
 
+_T = TypeVar("_T")
+
 # Seconds of exact solving one reconcile pass may spend over all its batches
 # (``SolverTime``; ``edgefed controller --solver-seconds``).
 OPTIMAL_PASS_SECONDS = 1.0
@@ -133,6 +135,15 @@ class SolverTime:
 
     def may_start(self) -> bool:
         return not self.batches or self.spent + OPTIMAL_TIME_LIMIT <= self.seconds
+
+    def timed(self, solve: Callable[[], _T]) -> _T:
+        """``solve()``, counted as one batch and its seconds."""
+        started = self.clock()
+        try:
+            return solve()
+        finally:
+            self.spent += self.clock() - started
+            self.batches += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +190,8 @@ def decide(requests: Sequence[Request], rnd: Round, *,
         decided = Decided(place(req, rnd))
         if decided.decision.node is None and req.strategy == "two-phase" and \
                 req.deployment not in cornered:
-            placed = {j: d for j in movable if (d := out[j]) is not None}
-            room = make_room(req, [(j, d.decision) for j, d in placed.items()], rnd)
+            placed = [(j, d.decision) for j in movable if (d := out[j]) is not None]
+            room = make_room(req, placed, rnd)
             if room is None:
                 cornered.add(req.deployment)
             else:
@@ -200,12 +211,11 @@ def _solve(batch: list[Request], rnd: Round,
         return [None] * len(batch)
     from federation.optimal import place_optimal  # scipy: imported only when asked
 
-    started = solver_time.clock() if solver_time is not None else 0.0
-    placed = place_optimal(batch, rnd, time_limit=OPTIMAL_TIME_LIMIT)
-    if solver_time is not None:
-        solver_time.spent += solver_time.clock() - started
-        solver_time.batches += 1
-    return [Decided(p.decision, p.note) for p in placed]
+    def solve() -> list[Decided | None]:
+        placed = place_optimal(batch, rnd, time_limit=OPTIMAL_TIME_LIMIT)
+        return [Decided(p.decision, p.note) for p in placed]
+
+    return solve() if solver_time is None else solver_time.timed(solve)
 
 
 def _optimal_available() -> bool:
