@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,10 +26,56 @@ class LocalFederationError(RuntimeError):
     pass
 
 
-def free_port() -> int:
+# Listening ports come from below the kernel's ephemeral range. A port the
+# kernel hands out for outgoing connections can be taken while its listener is
+# down: by any client's connection, or by a client retrying the very port, which
+# Linux then connects to itself (TCP simultaneous open). Either way the broker
+# cannot bind it again when it restarts.
+LISTEN_PORTS_FROM = 20000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def hold_port(port: int) -> socket.socket | None:
+    """Bind ``port`` without listening, so clients are refused and no other
+    process is given it until the socket is closed; None if it is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def free_port() -> int:
+    """A loopback port nothing is bound to, outside the ephemeral range."""
+    top = ephemeral_low()
+    if top - LISTEN_PORTS_FROM < 1000:  # a range moved down to make room for more clients
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randrange(LISTEN_PORTS_FROM, top)
+        if port_free(port):
+            return port
+    raise LocalFederationError(f"no free loopback port in {LISTEN_PORTS_FROM}-{top - 1}")
 
 
 def wait_for_port(port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -140,7 +187,11 @@ def start_broker(workdir: Path, *, port: int | None = None) -> tuple[Proc, int]:
         ])
     )
     proc = Proc("mosquitto", [exe, "-c", str(conf)], workdir / "mosquitto.log").start()
-    wait_for_port(port, timeout=10, proc=proc.popen)
+    try:
+        wait_for_port(port, timeout=10, proc=proc.popen)
+    except LocalFederationError as e:
+        proc.stop()
+        raise LocalFederationError(f"mosquitto: {e}; its log ends:\n{proc.log_tail(10)}") from None
     return proc, port
 
 
@@ -162,6 +213,7 @@ class LocalFederation:
     controller: Proc | None = None
     api_port: int = 0
     agents: dict[str, Proc] = field(default_factory=dict)
+    _broker_port_hold: socket.socket | None = field(default=None, repr=False)
 
     @property
     def broker_url(self) -> str:
@@ -178,7 +230,21 @@ class LocalFederation:
         return env
 
     def start_broker(self) -> None:
+        self._release_broker_port()
         self.broker, self.broker_port = start_broker(self.workdir / "broker", port=self.broker_port or None)
+
+    def stop_broker(self) -> None:
+        """Stop the broker and keep its port until it starts again: clients
+        are refused meanwhile, and no other process can take the port."""
+        if self.broker is not None:
+            self.broker.stop()
+        self._release_broker_port()
+        self._broker_port_hold = hold_port(self.broker_port)
+
+    def _release_broker_port(self) -> None:
+        if self._broker_port_hold is not None:
+            self._broker_port_hold.close()
+            self._broker_port_hold = None
 
     def start_controller(self, *extra: str) -> Proc:
         self.api_port = self.api_port or free_port()
@@ -215,3 +281,4 @@ class LocalFederation:
             self.controller.stop()
         if self.broker is not None:
             self.broker.stop()
+        self._release_broker_port()

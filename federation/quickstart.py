@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from federation.localfed import LocalFederation, LocalFederationError, edgefed_argv, free_port
+from federation.localfed import LocalFederation, LocalFederationError, edgefed_argv, free_port, port_free
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "policies" / "examples"
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _say(f"starting Mosquitto, the controller and {len(SITES)} agents (logs in {args.workdir})")
         fed.start_broker()
-        fed.api_port = args.api_port if args.api_port and _port_free(args.api_port) else free_port()
+        fed.api_port = args.api_port if args.api_port and port_free(args.api_port) else free_port()
         fed.start_controller()
         for node, site, labels in SITES:
             fed.start_agent(node, site, labels=labels, extra=["--report-interval", "2"])
@@ -122,17 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _teardown(fed, name)
     return 0
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _next_steps(fed: LocalFederation, name: str) -> None:

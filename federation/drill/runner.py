@@ -28,7 +28,14 @@ from federation.drill.check import Outcome, check
 from federation.drill.links import SiteLink, netns_possible
 from federation.drill.record import ApiRecorder, BusRecorder, DrillLog
 from federation.drill.spec import Drill, Fault
-from federation.localfed import Proc, edgefed_argv, free_port, start_broker, wait_for_port
+from federation.localfed import (
+    Proc,
+    edgefed_argv,
+    free_port,
+    hold_port,
+    start_broker,
+    wait_for_port,
+)
 
 # A drill's topic root names itself as one: ``drill-<id>`` or ``<prefix>-drill-<id>``.
 DRILL_ROOT_RE = re.compile(r"^(?:[A-Za-z0-9_.]+[-.])?drill-[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -219,12 +226,19 @@ class Federation:
 
 
 async def _restart(proc: Proc, *, crash: bool, down: float,
-                   start: Callable[[], Any]) -> None:
+                   start: Callable[[], Any], port: int | None = None) -> None:
+    """Stop ``proc`` and start it again after ``down`` seconds; ``port``, its
+    listening port, is held meanwhile so no other process can take it."""
     if crash:
         await asyncio.to_thread(proc.kill)
     else:
         await asyncio.to_thread(proc.stop, 10)
-    await asyncio.sleep(down)
+    hold = hold_port(port) if port else None
+    try:
+        await asyncio.sleep(down)
+    finally:
+        if hold is not None:
+            hold.close()
     await asyncio.to_thread(start)
 
 
@@ -294,7 +308,7 @@ class Injector:
             assert broker is not None  # refused in attach mode before the run
             crash = action == "crash-broker"
             self._later(_restart(broker, crash=crash, down=fault.down,
-                                 start=fed.start_broker))
+                                 start=fed.start_broker, port=fed.broker_port))
             return (f"signal: {'SIGKILL' if crash else 'SIGTERM'} to mosquitto pid "
                     f"{broker.pid}, started again on the same port after {fault.down:g} s"
                     ), {"until": fault.down}

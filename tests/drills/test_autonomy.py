@@ -115,8 +115,7 @@ def test_broker_restart_reconnects_everyone_and_restarts_nothing(own_federation,
     before, running = placement(fed), pids(marker, 3)
     connects = api(fed, "stats")["broker_connects"]
 
-    assert fed.broker is not None
-    fed.broker.stop()
+    fed.stop_broker()
     wait_until(lambda: not api(fed, "healthz")["broker_connected"], timeout=15,
                what="the controller to notice the broker is gone")
     fed.start_broker()
@@ -179,8 +178,7 @@ def test_agent_restart_without_broker_keeps_its_replicas(own_federation, tmp_pat
     fed = own_federation()
     node, marker, before, running, scheduled = two_running_replicas(fed, tmp_path)
 
-    assert fed.broker is not None
-    fed.broker.stop()
+    fed.stop_broker()
     fed.agents[node].kill()
     fed.start_agent(node, "site-a", extra=REPORT)
     wait_until(lambda: logged(fed, node, "broker unreachable, running 2 instance(s) "
@@ -203,8 +201,7 @@ def test_reboot_without_broker_restores_replicas_from_disk(own_federation, tmp_p
     fed = own_federation()
     node, marker, before, running, scheduled = two_running_replicas(fed, tmp_path)
 
-    assert fed.broker is not None
-    fed.broker.stop()
+    fed.stop_broker()
     fed.agents[node].kill()  # the host loses power: agent and replicas die together
     kill_replicas(marker)
     fed.start_agent(node, "site-a", extra=REPORT)
@@ -238,8 +235,7 @@ def test_a_crash_while_offline_reaches_the_controller_across_an_agent_restart(
     fed = own_federation()
     node, _, _, running, _ = two_running_replicas(fed, tmp_path)
 
-    assert fed.broker is not None
-    fed.broker.stop()
+    fed.stop_broker()
     victim = psutil.Process(running[0])
     slot = int(victim.environ()["EDGEFED_SLOT"])
     victim.kill()  # the program crashes; its wrapper records the exit status
@@ -273,8 +269,7 @@ def test_docker_agent_restart_without_broker_keeps_its_containers(own_federation
     before, running = placement(fed), containers(fed.tag)
     assert len(running) == 2
 
-    assert fed.broker is not None
-    fed.broker.stop()
+    fed.stop_broker()
     fed.agents[node].kill()
     fed.start_agent(node, "site-a", extra=REPORT)
     wait_until(lambda: logged(fed, node, "broker unreachable, running 2 instance(s) "

@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 
 from federation.bus import BadBrokerURL, Bus, Will, parse_brokers
-from federation.localfed import free_port, start_broker
+from federation.localfed import (
+    LISTEN_PORTS_FROM,
+    LocalFederation,
+    LocalFederationError,
+    ephemeral_low,
+    free_port,
+    hold_port,
+    port_free,
+    start_broker,
+)
 
 
 def test_parse_brokers_accepts_a_list_and_refuses_bad_urls():
@@ -36,12 +45,16 @@ class PortBroker:
         self.directory = directory
         self.port = free_port()
         self.started: list[Any] = []
+        self.hold: socket.socket | None = None
 
     def start(self) -> None:
+        if self.hold is not None:
+            self.hold.close()
         self.started.append(start_broker(self.directory, port=self.port)[0])
 
     def stop(self) -> None:
         self.started[-1].stop()
+        self.hold = hold_port(self.port)  # as LocalFederation.stop_broker keeps it
 
 
 @pytest.fixture
@@ -51,6 +64,8 @@ def port_broker(tmp_path: Path) -> Iterator[PortBroker]:
     yield broker
     for proc in broker.started:
         proc.stop()
+    if broker.hold is not None:
+        broker.hold.close()
 
 
 async def _next(bus: Bus, within: float = 10) -> tuple[str, bytes]:
@@ -135,3 +150,39 @@ def test_on_acked_runs_once_the_broker_has_a_message_queued_before_any_connectio
         task.cancel()
 
     asyncio.run(main())
+
+
+def test_listening_ports_come_from_below_the_ephemeral_range():
+    # A port from the ephemeral range may be taken while its broker restarts:
+    # by another client's connection, or by a client retrying it, connected to
+    # itself. Ours come from below, where no connection's own end lands.
+    low = ephemeral_low()
+    ports = [free_port() for _ in range(50)]
+    assert all(LISTEN_PORTS_FROM <= p < low for p in ports), (low, ports)
+    assert all(port_free(p) for p in ports)
+
+
+def test_a_broker_that_cannot_bind_its_port_says_why(tmp_path: Path):
+    with socket.socket() as taken:  # bound, not listening: as a client's own end would be
+        taken.bind(("127.0.0.1", free_port()))
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalFederationError) as failed:
+            start_broker(tmp_path / "b", port=port)
+    assert f"before port {port} opened" in str(failed.value)
+    assert "Address already in use" in str(failed.value)
+
+
+def test_a_stopped_broker_keeps_its_port_until_it_starts_again(tmp_path: Path):
+    fed = LocalFederation(tmp_path)
+    fed.start_broker()
+    try:
+        port = fed.broker_port
+        fed.stop_broker()
+        assert not port_free(port)  # no other process may take it meanwhile
+        with pytest.raises(ConnectionRefusedError):  # and clients are refused, not left hanging
+            socket.create_connection(("127.0.0.1", port), 2).close()
+        fed.start_broker()
+        assert fed.broker_port == port and fed.broker is not None and fed.broker.alive()
+    finally:
+        fed.stop()
+    assert port_free(port)

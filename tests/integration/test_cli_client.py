@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from federation.localfed import free_port
 from policies.loader import load_path
 from policies.model import deployment_to_document
 
@@ -518,14 +518,8 @@ def test_validate(tmp_path: Path) -> None:
 # -- failures -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_connection_refused() -> None:
-    port = _free_port()
+    port = free_port()
     proc = edgefed("get", "pods", "--server", f"http://127.0.0.1:{port}")
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr == (

@@ -7,7 +7,6 @@ on one engine and each removes exactly what it created.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.request
 import uuid
@@ -20,6 +19,7 @@ import pytest
 from cloud_adapters.docker_runtime import DockerRuntime
 from cloud_adapters.errors import InstanceNotFound, PermanentRuntimeError
 from cloud_adapters.runtime import InstanceSpec, InstanceState, PortSpec
+from federation.localfed import free_port
 from tests.support import eventually
 
 pytestmark = pytest.mark.docker
@@ -58,13 +58,6 @@ def make_spec(node: str, **fields: Any) -> InstanceSpec:
         "labels": TEST_LABELS,
     }
     return InstanceSpec(**(base | fields))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_get(port: int) -> str:
