@@ -213,7 +213,7 @@ class LocalFederation:
     controller: Proc | None = None
     api_port: int = 0
     agents: dict[str, Proc] = field(default_factory=dict)
-    _broker_port_hold: socket.socket | None = field(default=None, repr=False)
+    _held_ports: dict[int, socket.socket] = field(default_factory=dict, repr=False)
 
     @property
     def broker_url(self) -> str:
@@ -230,23 +230,33 @@ class LocalFederation:
         return env
 
     def start_broker(self) -> None:
-        self._release_broker_port()
+        self._release(self.broker_port)
         self.broker, self.broker_port = start_broker(self.workdir / "broker", port=self.broker_port or None)
 
     def stop_broker(self) -> None:
         """Stop the broker and keep its port until it starts again: clients
         are refused meanwhile, and no other process can take the port."""
-        if self.broker is not None:
-            self.broker.stop()
-        self._release_broker_port()
-        self._broker_port_hold = hold_port(self.broker_port)
+        self._stop_holding(self.broker, self.broker_port)
 
-    def _release_broker_port(self) -> None:
-        if self._broker_port_hold is not None:
-            self._broker_port_hold.close()
-            self._broker_port_hold = None
+    def stop_controller(self) -> None:
+        """Stop the controller and keep its API port, as ``stop_broker`` does."""
+        self._stop_holding(self.controller, self.api_port)
+
+    def _stop_holding(self, proc: Proc | None, port: int) -> None:
+        if proc is not None:
+            proc.stop()
+        self._release(port)
+        sock = hold_port(port)
+        if sock is not None:
+            self._held_ports[port] = sock
+
+    def _release(self, port: int) -> None:
+        sock = self._held_ports.pop(port, None)
+        if sock is not None:
+            sock.close()
 
     def start_controller(self, *extra: str) -> Proc:
+        self._release(self.api_port)
         self.api_port = self.api_port or free_port()
         argv = edgefed_argv(
             "controller", "--broker", self.broker_url, "--db", str(self.workdir / "controller.db"),
@@ -281,4 +291,5 @@ class LocalFederation:
             self.controller.stop()
         if self.broker is not None:
             self.broker.stop()
-        self._release_broker_port()
+        for port in list(self._held_ports):
+            self._release(port)

@@ -319,7 +319,8 @@ class Injector:
             start = fed.start_controller
             if fault.fresh_database:
                 start = fed.start_controller_afresh
-            self._later(_restart(ctl, crash=crash, down=fault.down, start=start))
+            self._later(_restart(ctl, crash=crash, down=fault.down, start=start,
+                                 port=fed.api_port))
             database = "an empty database" if fault.fresh_database else "the same database"
             return (f"signal: {'SIGKILL' if crash else 'SIGTERM'} to controller pid {ctl.pid}, "
                     f"started again with {database} after {fault.down:g} s"

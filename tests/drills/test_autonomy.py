@@ -144,8 +144,7 @@ def test_controller_down_a_minute_changes_nothing(own_federation, tmp_path):
     before, running = placement(fed), pids(marker, 3)
     scheduled = scheduled_events(fed)
 
-    assert fed.controller is not None
-    fed.controller.stop()
+    fed.stop_controller()
 
     def everything_still_runs() -> None:
         assert all(fed.agents[n].alive() for n in nodes), "an agent died"

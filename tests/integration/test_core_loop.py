@@ -98,8 +98,7 @@ def test_controller_restart_keeps_state_and_restarts_nothing(make_federation, ti
     before = {(p["slot"], p["node"], p["generation"]) for p in running_pods(fed, 3)}
     running_before = containers(fed.tag)
 
-    assert fed.controller is not None
-    fed.controller.stop()
+    fed.stop_controller()
     fed.start_controller("--lost-after", "30")
 
     after = {(p["slot"], p["node"], p["generation"]) for p in running_pods(fed, 3)}
