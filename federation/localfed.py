@@ -26,11 +26,10 @@ class LocalFederationError(RuntimeError):
     pass
 
 
-# Listening ports come from below the kernel's ephemeral range. A port the
-# kernel hands out for outgoing connections can be taken while its listener is
-# down: by any client's connection, or by a client retrying the very port, which
-# Linux then connects to itself (TCP simultaneous open). Either way the broker
-# cannot bind it again when it restarts.
+# Listening ports come from below the kernel's ephemeral range. While a
+# listener is down, the kernel may give its port from that range to any other
+# process (a socket bound to port 0, an outgoing connection's own end), and the
+# listener then cannot bind it again when it restarts.
 LISTEN_PORTS_FROM = 20000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -40,15 +39,6 @@ def ephemeral_low() -> int:
         return int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def hold_port(port: int) -> socket.socket | None:
@@ -61,6 +51,14 @@ def hold_port(port: int) -> socket.socket | None:
         sock.close()
         return None
     return sock
+
+
+def port_free(port: int) -> bool:
+    sock = hold_port(port)
+    if sock is None:
+        return False
+    sock.close()
+    return True
 
 
 def free_port() -> int:

@@ -153,9 +153,9 @@ def test_on_acked_runs_once_the_broker_has_a_message_queued_before_any_connectio
 
 
 def test_listening_ports_come_from_below_the_ephemeral_range():
-    # A port from the ephemeral range may be taken while its broker restarts:
-    # by another client's connection, or by a client retrying it, connected to
-    # itself. Ours come from below, where no connection's own end lands.
+    # A port from the ephemeral range may be given to another process (a bind
+    # to port 0, a connection's own end) while its broker restarts. Ours come
+    # from below, where the kernel gives out none of its own accord.
     low = ephemeral_low()
     ports = [free_port() for _ in range(50)]
     assert all(LISTEN_PORTS_FROM <= p < low for p in ports), (low, ports)
