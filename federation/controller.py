@@ -514,6 +514,11 @@ class Controller:
                                           strict=True):
             if decided is None:  # the exact solver's time for this pass is spent
                 left.add(p.slot.deployment)
+                if p.slot.key not in self.slots:  # new: Pending, saying why (others keep theirs)
+                    self.slots[p.slot.key] = replace(p.slot, node=None, explanation={
+                        "message": f"waiting for the exact solver (strategy optimal): this "
+                                   f"pass's {self.solver_seconds:g}s of solving went to other "
+                                   "deployments; a later pass solves it, those left longest first"})
                 continue
             decision = decided.decision
             expl = {**decision.explanation.to_dict(), "message": decided.message}
