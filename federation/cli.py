@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 OK, FAILED, USAGE = 0, 1, 2
 # Subcommands that are whole programs with their own argparse.
-_DELEGATED = {"controller": "federation.controller", "agent": "edge_agent.cli",
+_DELEGATED = {"controller": "federation.controller_cli", "agent": "edge_agent.cli",
               "drill": "federation.drill.cli"}
 _DEPLOYMENT_KINDS = ("deployment", "deployments", "deploy")
 _POLICY_KINDS = ("placementpolicy", "placementpolicies", "pp")
