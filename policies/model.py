@@ -13,7 +13,8 @@ so validation happens in one place, one pass per document:
 None) with every problem, warnings included; :func:`deployment_from_document`
 and :func:`policy_from_document` raise :class:`PolicyError` on errors. The
 writers emit only what differs from the defaults (plus placement and failover
-fields set explicitly), so a document read back gives an equal model.
+fields set explicitly, see :mod:`policies.writer`), so a document read back
+gives an equal model.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from policies.checks import deployment_problems, policy_problems
-from policies.duration import DurationError, format_duration, parse_duration
+from policies.duration import DurationError, parse_duration
 from policies.errors import FieldPath, PolicyError, Problem, Problems, kind_of
-from policies.quantity import QuantityError, format_cpu, format_memory, parse_cpu, parse_memory
+from policies.quantity import QuantityError, parse_cpu, parse_memory
 from policies.schema import merge, schema_problems
 from policies.spec import (
     API_VERSION,
+    FAILOVER_FIELDS,
     LABEL_KEY_RE,
     MAX_REPLICAS,
     NAME_RE,
+    PLACEMENT_FIELDS,
+    ROLLOUT_FIELDS,
     SCORE_NAMES,
     STRATEGIES,
     AffinityTerm,
@@ -66,6 +70,7 @@ from policies.spec import (
     UserGroup,
     Volume,
 )
+from policies.writer import deployment_to_document, policy_to_document
 
 __all__ = [
     "API_VERSION", "LABEL_KEY_RE", "MAX_REPLICAS", "NAME_RE", "SCORE_NAMES", "STRATEGIES",
@@ -532,24 +537,9 @@ def _is_finite(number: int | float) -> bool:
         return False
 
 
-# Document key -> attribute, in the order documents are written.
-_PLACEMENT_FIELDS = {
-    "strategy": "strategy", "nodeSelector": "node_selector", "siteSelector": "site_selector",
-    "affinity": "affinity", "antiAffinity": "anti_affinity", "spread": "spread",
-    "maxPerNode": "max_per_node", "maxPerSite": "max_per_site", "split": "split",
-    "users": "users", "residency": "residency", "tolerations": "tolerations",
-    "weights": "weights",
-}
-_FAILOVER_FIELDS = {"grace": "grace", "disconnectTolerance": "disconnect_tolerance",
-                    "onReconnect": "on_reconnect", "singleton": "singleton"}
-_ROLLOUT_FIELDS = {"parallelism": "parallelism", "delay": "delay", "healthGated": "health_gated",
-                   "failureAction": "failure_action", "maxSurge": "max_surge",
-                   "maxUnavailable": "max_unavailable", "progressDeadline": "progress_deadline"}
-
-
 def _read_placement(r: _Reader, value: Any, path: FieldPath) -> Placement:
     doc = r.mapping(value, path)
-    r.known(doc, path, set(_PLACEMENT_FIELDS))
+    r.known(doc, path, set(PLACEMENT_FIELDS))
     strategy = r.string(doc.get("strategy"), (*path, "strategy")) or "two-phase"
     if strategy not in STRATEGIES:
         r.p.error((*path, "strategy"), f"found {strategy!r}, expected one of "
@@ -582,7 +572,7 @@ def _read_placement(r: _Reader, value: Any, path: FieldPath) -> Placement:
         users=_read_users(r, doc.get("users"), (*path, "users")),
         residency=_read_residency(r, doc.get("residency"), (*path, "residency")),
         tolerations=_read_tolerations(r, doc.get("tolerations"), (*path, "tolerations")),
-        set_fields=_given(doc, _PLACEMENT_FIELDS),
+        set_fields=_given(doc, PLACEMENT_FIELDS),
     )
 
 
@@ -661,7 +651,7 @@ def _read_tolerations(r: _Reader, value: Any, path: FieldPath) -> tuple[Tolerati
 
 def _read_rollout(r: _Reader, value: Any, path: FieldPath) -> Rollout:
     doc = r.mapping(value, path)
-    r.known(doc, path, set(_ROLLOUT_FIELDS))
+    r.known(doc, path, set(ROLLOUT_FIELDS))
     return Rollout(
         parallelism=r.integer(doc.get("parallelism"), (*path, "parallelism"), default=1,
                               low=1, high=MAX_REPLICAS),
@@ -680,7 +670,7 @@ def _read_rollout(r: _Reader, value: Any, path: FieldPath) -> Rollout:
 
 def _read_failover(r: _Reader, value: Any, path: FieldPath) -> Failover:
     doc = r.mapping(value, path)
-    r.known(doc, path, set(_FAILOVER_FIELDS))
+    r.known(doc, path, set(FAILOVER_FIELDS))
     defaults = Failover()
     return Failover(
         grace=r.duration(doc.get("grace"), (*path, "grace"), default=defaults.grace),
@@ -690,7 +680,7 @@ def _read_failover(r: _Reader, value: Any, path: FieldPath) -> Failover:
         on_reconnect=r.choice(doc.get("onReconnect"), (*path, "onReconnect"), OnReconnect,
                               defaults.on_reconnect),
         singleton=r.boolean(doc.get("singleton"), (*path, "singleton"), default=False),
-        set_fields=_given(doc, _FAILOVER_FIELDS),
+        set_fields=_given(doc, FAILOVER_FIELDS),
     )
 
 
@@ -712,228 +702,3 @@ def _read_policy(r: _Reader, doc: Any) -> PlacementPolicy | None:
         placement=_read_placement(r, spec.get("placement"), ("spec", "placement")),
         failover=_read_failover(r, spec.get("failover"), ("spec", "failover")),
     )
-
-
-# -- model -> document ---------------------------------------------------------
-
-
-def deployment_to_document(d: Deployment) -> dict[str, Any]:
-    """The native document; ``deployment_from_document`` of it gives ``d`` back.
-    Only what differs from the defaults is written (and placement and failover
-    fields set explicitly), so ``get -o yaml`` stays as short as what was applied."""
-    spec: dict[str, Any] = {"replicas": d.replicas, "container": _container_doc(d.container)}
-    placement = _placement_doc(d.placement)
-    if placement:
-        spec["placement"] = placement
-    if d.restart_policy is not RestartPolicy.ALWAYS:
-        spec["restartPolicy"] = d.restart_policy.value
-    rollout = _changed(d.rollout, Rollout(), _ROLLOUT_FIELDS, _ROLLOUT_WRITERS)
-    if rollout:
-        spec["rollout"] = rollout
-    failover = _failover_doc(d.failover)
-    if failover:
-        spec["failover"] = failover
-    return {"apiVersion": API_VERSION, "kind": "Deployment", "metadata": _meta_doc(d.name, d.labels),
-            "spec": spec}
-
-
-def policy_to_document(p: PlacementPolicy) -> dict[str, Any]:
-    """The native document; ``policy_from_document`` of it gives ``p`` back."""
-    spec: dict[str, Any] = {"selector": _selector_doc(p.selector)}
-    if p.priority:
-        spec["priority"] = p.priority
-    placement = _placement_doc(p.placement)
-    if placement:
-        spec["placement"] = placement
-    failover = _failover_doc(p.failover)
-    if failover:
-        spec["failover"] = failover
-    return {"apiVersion": API_VERSION, "kind": "PlacementPolicy",
-            "metadata": _meta_doc(p.name, p.labels), "spec": spec}
-
-
-def _meta_doc(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if labels:
-        meta["labels"] = dict(labels)
-    return meta
-
-
-def _container_doc(c: Container) -> dict[str, Any]:
-    container: dict[str, Any] = {"image": c.image}
-    if c.command:
-        container["command"] = list(c.command)
-    if c.args:
-        container["args"] = list(c.args)
-    if c.env:
-        container["env"] = dict(c.env)
-    if c.ports:
-        container["ports"] = [_port_doc(p) for p in c.ports]
-    res: dict[str, Any] = {}
-    if c.resources.cpu_millis:
-        res["cpu"] = format_cpu(c.resources.cpu_millis)
-    if c.resources.memory_bytes:
-        res["memory"] = format_memory(c.resources.memory_bytes)
-    if c.resources.disk_bytes:
-        res["disk"] = format_memory(c.resources.disk_bytes)
-    if c.resources.devices:
-        res["devices"] = dict(c.resources.devices)
-    if res:
-        container["resources"] = res
-    if c.health_check is not None:
-        container["healthCheck"] = _health_check_doc(c.health_check)
-    if c.volumes:
-        container["volumes"] = [
-            {"name": v.name, "hostPath": v.host_path, "mountPath": v.mount_path,
-             **({"readOnly": True} if v.read_only else {})} for v in c.volumes]
-    if c.data_sets:
-        container["dataSets"] = [
-            {"name": s.name, "mountPath": s.mount_path,
-             **({} if s.read_only else {"readOnly": False})} for s in c.data_sets]
-    security = _security_doc(c.security)
-    if security:
-        container["security"] = security
-    return container
-
-
-def _port_doc(p: Port) -> dict[str, Any]:
-    out: dict[str, Any] = {"containerPort": p.container_port}
-    if p.host_port:
-        out["hostPort"] = p.host_port
-    if p.protocol != "tcp":
-        out["protocol"] = p.protocol
-    return out
-
-
-def _health_check_doc(h: HealthCheck) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if h.command:
-        out["command"] = list(h.command)
-    if h.http_get is not None:
-        out["httpGet"] = {**({"path": h.http_get.path} if h.http_get.path != "/" else {}),
-                          "port": h.http_get.port}
-    if h.tcp_socket is not None:
-        out["tcpSocket"] = {"port": h.tcp_socket.port}
-    defaults = HealthCheck()
-    for key, attr in (("interval", "interval"), ("timeout", "timeout"),
-                      ("startPeriod", "start_period")):
-        if getattr(h, attr) != getattr(defaults, attr):
-            out[key] = format_duration(getattr(h, attr))
-    if h.retries != defaults.retries:
-        out["retries"] = h.retries
-    return out
-
-
-def _security_doc(s: Security) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if s.run_as_user is not None:
-        out["runAsUser"] = s.run_as_user
-    if s.read_only_root_filesystem:
-        out["readOnlyRootFilesystem"] = True
-    if s.privileged:
-        out["privileged"] = True
-    caps = {key: list(values) for key, values in (("add", s.cap_add), ("drop", s.cap_drop))
-            if values}
-    if caps:
-        out["capabilities"] = caps
-    return out
-
-
-def _selector_doc(sel: Selector) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if sel.match_labels:
-        out["matchLabels"] = dict(sel.match_labels)
-    if sel.match_expressions:
-        out["matchExpressions"] = [
-            {"key": e.key, "operator": e.operator.value, **({"values": list(e.values)}
-                                                             if e.values else {})}
-            for e in sel.match_expressions
-        ]
-    return out
-
-
-def _affinity_doc(terms: tuple[AffinityTerm, ...]) -> list[dict[str, Any]]:
-    return [{"selector": _selector_doc(t.selector),
-             **({"scope": t.scope.value} if t.scope is not Scope.NODE else {}),
-             **({"required": True} if t.required else {}),
-             **({"weight": t.weight} if t.weight != 100 else {})} for t in terms]
-
-
-def _user_doc(u: UserGroup) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": u.name}
-    if u.site is not None:
-        out["site"] = u.site
-    if u.landmark is not None:
-        out["landmark"] = u.landmark
-    if u.share != 1.0:
-        out["share"] = u.share
-    if u.max_rtt is not None:
-        out["maxRtt"] = format_duration(u.max_rtt)
-    return out
-
-
-def _toleration_doc(t: Toleration) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if t.key:
-        out["key"] = t.key
-    if t.operator is not TolerationOperator.EQUAL:
-        out["operator"] = t.operator.value
-    if t.value:
-        out["value"] = t.value
-    if t.effect is not None:
-        out["effect"] = t.effect.value
-    return out
-
-
-def _residency_doc(res: Residency) -> dict[str, Any]:
-    return {key: list(values) for key, values in (("countries", res.countries),
-                                                  ("regions", res.regions)) if values}
-
-
-_PLACEMENT_WRITERS: dict[str, Callable[[Any], Any]] = {
-    "node_selector": _selector_doc, "site_selector": _selector_doc,
-    "affinity": _affinity_doc, "anti_affinity": _affinity_doc,
-    "spread": lambda spread: [
-        {**({"scope": s.scope.value} if s.scope is not Scope.SITE else {}),
-         **({"maxSkew": s.max_skew} if s.max_skew != 1 else {}),
-         **({"required": True} if s.required else {})} for s in spread],
-    "split": lambda split: [{"sites": _selector_doc(g.sites), "weight": g.weight}
-                            for g in split],
-    "users": lambda users: [_user_doc(u) for u in users],
-    "residency": _residency_doc,
-    "tolerations": lambda tolerations: [_toleration_doc(t) for t in tolerations],
-    "weights": dict,
-}
-_FAILOVER_WRITERS: dict[str, Callable[[Any], Any]] = {
-    "grace": format_duration, "disconnect_tolerance": format_duration,
-    "on_reconnect": lambda value: value.value,
-}
-_ROLLOUT_WRITERS: dict[str, Callable[[Any], Any]] = {
-    "delay": format_duration, "failure_action": lambda value: value.value,
-    "progress_deadline": format_duration,
-}
-
-
-def _placement_doc(p: Placement) -> dict[str, Any]:
-    return _written(p, p.set_fields, _PLACEMENT_FIELDS, _PLACEMENT_WRITERS)
-
-
-def _failover_doc(f: Failover) -> dict[str, Any]:
-    return _written(f, f.set_fields, _FAILOVER_FIELDS, _FAILOVER_WRITERS)
-
-
-def _changed(value: Any, defaults: Any, fields: Mapping[str, str],
-             writers: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    chosen = {attr for attr in fields.values() if getattr(value, attr) != getattr(defaults, attr)}
-    return _written(value, chosen, fields, writers)
-
-
-def _written(value: Any, chosen: frozenset[str] | set[str], fields: Mapping[str, str],
-             writers: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    """The chosen attributes of ``value`` under their document keys, in document order."""
-    out: dict[str, Any] = {}
-    for key, attr in fields.items():
-        if attr in chosen:
-            item = getattr(value, attr)
-            out[key] = writers.get(attr, lambda same: same)(item)
-    return out

@@ -385,3 +385,18 @@ class PlacementPolicy:
     labels: Mapping[str, str] = field(default_factory=dict)
     placement: Placement = Placement()
     failover: Failover = Failover()
+
+
+# Document key -> attribute, in the order documents are written.
+PLACEMENT_FIELDS = {
+    "strategy": "strategy", "nodeSelector": "node_selector", "siteSelector": "site_selector",
+    "affinity": "affinity", "antiAffinity": "anti_affinity", "spread": "spread",
+    "maxPerNode": "max_per_node", "maxPerSite": "max_per_site", "split": "split",
+    "users": "users", "residency": "residency", "tolerations": "tolerations",
+    "weights": "weights",
+}
+FAILOVER_FIELDS = {"grace": "grace", "disconnectTolerance": "disconnect_tolerance",
+                   "onReconnect": "on_reconnect", "singleton": "singleton"}
+ROLLOUT_FIELDS = {"parallelism": "parallelism", "delay": "delay", "healthGated": "health_gated",
+                  "failureAction": "failure_action", "maxSurge": "max_surge",
+                  "maxUnavailable": "max_unavailable", "progressDeadline": "progress_deadline"}
