@@ -167,7 +167,8 @@ def test_a_broker_that_cannot_bind_its_port_says_why(tmp_path: Path):
         taken.bind(("127.0.0.1", free_port()))
         port = taken.getsockname()[1]
         with pytest.raises(LocalFederationError) as failed:
-            start_broker(tmp_path / "b", port=port)
+            proc, _ = start_broker(tmp_path / "b", port=port)
+            proc.stop()  # not reached unless the test fails: no broker is left behind
     assert f"before port {port} opened" in str(failed.value)
     assert "Address already in use" in str(failed.value)
 
