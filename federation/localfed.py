@@ -232,7 +232,7 @@ class LocalFederation:
         self.broker, self.broker_port = start_broker(self.workdir / "broker", port=self.broker_port or None)
 
     def stop_broker(self) -> None:
-        """Stop the broker and keep its port until it starts again: clients
+        """Stop the broker (if it runs) and keep its port until it starts: clients
         are refused meanwhile, and no other process can take the port."""
         self._stop_holding(self.broker, self.broker_port)
 

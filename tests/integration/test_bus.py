@@ -9,7 +9,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,6 @@ from federation.localfed import (
     LocalFederationError,
     ephemeral_low,
     free_port,
-    hold_port,
     port_free,
     start_broker,
 )
@@ -38,34 +36,15 @@ def test_parse_brokers_accepts_a_list_and_refuses_bad_urls():
             raise AssertionError(f"{bad!r} was accepted")
 
 
-class PortBroker:
-    """A broker on a fixed port that a test stops and starts again (a restart)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.started: list[Any] = []
-        self.hold: socket.socket | None = None
-
-    def start(self) -> None:
-        if self.hold is not None:
-            self.hold.close()
-        self.started.append(start_broker(self.directory, port=self.port)[0])
-
-    def stop(self) -> None:
-        self.started[-1].stop()
-        self.hold = hold_port(self.port)  # as LocalFederation.stop_broker keeps it
-
-
 @pytest.fixture
-def port_broker(tmp_path: Path) -> Iterator[PortBroker]:
-    """Not started yet; every broker it started is stopped at the end."""
-    broker = PortBroker(tmp_path / "b")
-    yield broker
-    for proc in broker.started:
-        proc.stop()
-    if broker.hold is not None:
-        broker.hold.close()
+def port_broker(tmp_path: Path) -> Iterator[LocalFederation]:
+    """A federation of just a broker, on a fixed port a test stops and starts it on
+    again (a restart). Not started yet: its port is held until it is, as while it
+    is stopped; everything is stopped at the end."""
+    fed = LocalFederation(tmp_path, broker_port=free_port())
+    fed.stop_broker()
+    yield fed
+    fed.stop()
 
 
 async def _next(bus: Bus, within: float = 10) -> tuple[str, bytes]:
@@ -94,11 +73,11 @@ def test_last_will_is_published_when_a_client_vanishes(broker):
     asyncio.run(main())
 
 
-def test_reconnects_after_broker_restart_and_delivers_queued_qos1(port_broker: PortBroker):
-    port_broker.start()
+def test_reconnects_after_broker_restart_and_delivers_queued_qos1(port_broker: LocalFederation):
+    port_broker.start_broker()
 
     async def main() -> None:
-        url = f"mqtt://127.0.0.1:{port_broker.port}"
+        url = f"mqtt://127.0.0.1:{port_broker.broker_port}"
         sub = Bus(url, client_id="sub", subscriptions=[("q/#", 1)], max_backoff=0.5)
         pub = Bus(url, client_id="pub", max_backoff=0.5)
         tasks = [asyncio.create_task(sub.run()), asyncio.create_task(pub.run())]
@@ -106,10 +85,10 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(port_broker: P
         pub.publish("q/1", b"before")
         assert await _next(sub) == ("q/1", b"before")
 
-        port_broker.stop()
+        port_broker.stop_broker()
         await asyncio.wait_for(asyncio.gather(pub.lost.wait(), sub.lost.wait()), 10)
         pub.publish("q/2", b"during the outage")  # queued by the client, sent on reconnect
-        port_broker.start()
+        port_broker.start_broker()
         # QoS 1 is at-least-once: "before" may come again if its
         # acknowledgement was still in flight when the broker stopped.
         got = await _next(sub, within=20)
@@ -127,17 +106,17 @@ def test_reconnects_after_broker_restart_and_delivers_queued_qos1(port_broker: P
 
 
 def test_on_acked_runs_once_the_broker_has_a_message_queued_before_any_connection(
-        port_broker: PortBroker):
+        port_broker: LocalFederation):
 
     async def main() -> None:
-        url = f"mqtt://127.0.0.1:{port_broker.port}"
+        url = f"mqtt://127.0.0.1:{port_broker.broker_port}"
         acked = asyncio.Event()
         pub = Bus(url, client_id="early", max_backoff=0.5)
         # No broker yet: the message waits in the client, and no acknowledgement runs.
         pub.publish("early/1", b"first", on_acked=acked.set)
         assert not acked.is_set()
         task = asyncio.create_task(pub.run())
-        port_broker.start()
+        port_broker.start_broker()
         await asyncio.wait_for(acked.wait(), 20)
         assert pub.connects == 1
         try:
